@@ -1,0 +1,182 @@
+"""The backbone contract: the one narrow interface every text-to-video model is adapted to.
+
+Conventions (stated once, used everywhere):
+- Video tensors are (B, C, T, H, W); pixels are in [-1, 1] (black = -1).
+- Latents are (B, c, T, h, w), already multiplied by the VAE's scaling factor
+  (`encode_video` multiplies, `decode_latents` divides).
+- Timesteps are integer tensors (B,) in [0, schedule.num_train_timesteps).
+- Guidance convention "t2v-turbo": the student embeds w itself, where the teacher's CFG is
+  eps_c + w (eps_c - eps_u) (Imagen scale 1 + w). diffusers' LCM pipelines embed w - 1 instead
+  (convention "diffusers-lcm"); `guidance_to_w` converts on load.
+
+An adapter subclasses `Backbone` and implements the abstract methods; samplers, losses and the
+distillation step only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..schedule import NoiseSchedule, guidance_embedding
+
+GUIDANCE_CONVENTIONS = ("t2v-turbo", "diffusers-lcm")
+
+
+def guidance_to_w(guidance: float, convention: str) -> float:
+    """Map a user-facing guidance value to the w the student embeds for `convention`."""
+    if convention == "t2v-turbo":
+        return float(guidance)
+    if convention == "diffusers-lcm":
+        # diffusers' LCM pipelines embed (guidance_scale - 1)
+        return float(guidance) - 1.0
+    raise ValueError(f"unknown guidance convention {convention!r}; valid: {list(GUIDANCE_CONVENTIONS)}")
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A text-to-video latent diffusion model behind one narrow contract.
+
+    Attributes:
+        schedule: the model's training noise schedule (and prediction type).
+        w_embedding_dim: size of the guidance embedding the UNet takes, or None for a teacher.
+        guidance_convention: how w was embedded when this student was trained.
+        native_fps: frame rate of the model's training videos (metadata; VC2 also conditions on it).
+        resolution: (T, H, W) of the model's videos in pixels.
+    """
+
+    schedule: NoiseSchedule
+    w_embedding_dim: int | None = None
+    guidance_convention: str = "t2v-turbo"
+    native_fps: int = 8
+    resolution: tuple[int, int, int] = (16, 256, 256)
+    family: str = "base"
+
+    # ------------------------------------------------------------------ text
+    @abc.abstractmethod
+    def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
+        """prompts -> text conditioning (B, L, D) (no grad; text towers stay frozen)."""
+
+    # ------------------------------------------------------------------ denoiser
+    @abc.abstractmethod
+    def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        """The UNet's raw output in `schedule.prediction_type` for latents z_t (B, c, T, h, w)."""
+
+    def predict_noise(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        """eps-prediction for z_t, whatever the model's own parameterisation."""
+        out = self.model_output(z_t, t, cond, w_emb)
+        return self.schedule.to_x0_eps(out, z_t, t)[1]
+
+    # ------------------------------------------------------------------ VAE
+    @abc.abstractmethod
+    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """video (B, 3, T, H, W) in [-1, 1] -> scaled latents (posterior sample x scaling factor)."""
+
+    @abc.abstractmethod
+    def decode_latents(
+        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+    ) -> Tensor:
+        """Scaled latents (B, c, T, h, w) -> video (B, 3, T', H, W) in [-1, 1], differentiable.
+
+        Args:
+            frames: decode only these frame indices (T' = len(frames)); None decodes all.
+            checkpoint: recompute decoder activations in backward to save memory.
+        """
+
+    # ------------------------------------------------------------------ training affordances
+    @abc.abstractmethod
+    def make_student(self, w_embedding_dim: int = 256, init: str = "normal", seed: int = 0) -> Backbone:
+        """A copy of this (teacher) backbone whose UNet takes a w embedding (`time_cond_proj`).
+
+        init: "normal" (a seeded default PyTorch Linear init, as the released code) or "zero"
+        (the student then starts exactly equal to the teacher).
+        """
+
+    @abc.abstractmethod
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute UNet block activations in backward."""
+
+    def add_lora(self, rank: int = 64, alpha: float | None = None, dropout: float = 0.0, **kw) -> None:
+        """Inject peft LoRA into every Linear/Conv of the UNet (see models/lora.py)."""
+        from .lora import add_lora
+
+        self.unet = add_lora(self.unet, rank=rank, alpha=alpha, dropout=dropout, **kw)
+
+    def merge_lora(self) -> None:
+        """Fold LoRA weights into the base weights (for inference and native export)."""
+        from .lora import merge_lora
+
+        self.unet = merge_lora(self.unet)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    def freeze(self) -> Backbone:
+        """Freeze every parameter (teacher / target use); returns self."""
+        self.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels) if hasattr(self.unet, "config") else 4
+
+    @abc.abstractmethod
+    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
+        """Latent shape (B, c, T, h, w) for a batch of videos at the model's resolution."""
+
+    def w_embedding(self, w: Tensor | float, batch: int | None = None) -> Tensor | None:
+        """Guidance embedding for the student (None for a teacher without time_cond_proj)."""
+        if self.w_embedding_dim is None:
+            return None
+        w = torch.as_tensor(w, dtype=torch.float32)
+        if w.dim() == 0:
+            w = w.expand(batch or 1)
+        return guidance_embedding(w, self.w_embedding_dim).to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ persistence
+    @abc.abstractmethod
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save in the backbone's native format (a diffusers-style folder where that applies)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(cls, path: str | Path, **kw) -> Backbone:
+        """Load from a local folder or file in the native format."""
+
+    def t2v_turbo_metadata(self) -> dict:
+        """What every saved checkpoint records: guidance convention, schedule, embedding size."""
+        return {
+            "family": self.family,
+            "guidance_convention": self.guidance_convention,
+            "w_embedding_dim": self.w_embedding_dim,
+            "schedule": self.schedule.to_config(),
+            "native_fps": self.native_fps,
+            "resolution": list(self.resolution),
+        }
+
+    def write_metadata(self, path: str | Path, extra: dict | None = None) -> None:
+        meta = self.t2v_turbo_metadata() | (extra or {})
+        Path(path, "t2v_turbo.json").write_text(json.dumps(meta, indent=2))
+
+
+def read_metadata(path: str | Path) -> dict:
+    f = Path(path, "t2v_turbo.json")
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def frozen_parameters_have_no_grad(modules: Iterable[nn.Module]) -> bool:
+    """True when no parameter of `modules` holds a gradient (a test helper for gradient flow)."""
+    return all(p.grad is None for m in modules for p in m.parameters())
