@@ -75,7 +75,11 @@ def consistency_sample(
     Returns:
         The last denoised latent (B, C, T, H, W).
     """
-    z = latents if latents is not None else torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    z = (
+        latents
+        if latents is not None
+        else torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    )
     denoised = z
     for i, t in enumerate(timesteps):
         t_batch = torch.full((z.shape[0],), int(t), dtype=torch.long, device=z.device)
@@ -114,7 +118,11 @@ def ddim_cfg_sample(
     T2V-Turbo's w corresponds to g = 1 + w. g <= 1 or no uncond fn runs the conditional model only.
     `model_fn_batched(z, t) -> (out_cond, out_uncond)` may run both branches in one batched call.
     """
-    z = latents if latents is not None else torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    z = (
+        latents
+        if latents is not None
+        else torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    )
     ts = ddim_timesteps(num_steps, schedule.num_train_timesteps, steps_offset)
     ratio = schedule.num_train_timesteps // num_steps
     use_cfg = guidance_scale > 1.0 and (model_fn_uncond is not None or model_fn_batched is not None)

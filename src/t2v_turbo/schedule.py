@@ -56,7 +56,9 @@ class NoiseSchedule:
         "linear": beta = linspace(b0, b1, N) (DDPM)."""
         if beta_schedule == "scaled_linear":
             # LDM "scaled_linear" (float32, as diffusers and the T2V-Turbo scheduler compute it)
-            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+            betas = (
+                torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+            )
         elif beta_schedule == "linear":
             # DDPM linear betas (Ho et al. 2020)
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
@@ -179,7 +181,9 @@ def consistency_output(
 
 
 # ------------------------------------------------------------------------- guidance embedding
-def guidance_embedding(w: Tensor | float, embedding_dim: int = 256, dtype: torch.dtype = torch.float32) -> Tensor:
+def guidance_embedding(
+    w: Tensor | float, embedding_dim: int = 256, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Sinusoidal embedding of the guidance scale w (LCM / T2V-Turbo w-conditioning).
 
     x = 1000 w; f_j = exp(-j ln(10000) / (half - 1)), j = 0..half-1; emb = [sin(x f), cos(x f)].
@@ -195,7 +199,9 @@ def guidance_embedding(w: Tensor | float, embedding_dim: int = 256, dtype: torch
     w = w * 1000.0
     half = embedding_dim // 2
     # f_j = exp(-j * ln(10000) / (half - 1))  (LCM guidance-scale embedding)
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device) * -(math.log(10000.0) / (half - 1)))
+    freqs = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=w.device) * -(math.log(10000.0) / (half - 1))
+    )
     args = w.to(torch.float32)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if embedding_dim % 2 == 1:

@@ -51,7 +51,9 @@ class DDIMSolver:
         # tau_i = k (i + 1) - 1  (LCM DDIMSolver; T2V-Turbo Alg. 1)
         self.timesteps = (torch.arange(1, num_points + 1) * self.step_ratio).round().long() - 1
         self.alphas_cumprod = schedule.alphas_cumprod[self.timesteps]
-        self.alphas_cumprod_prev = torch.cat([schedule.alphas_cumprod[:1], schedule.alphas_cumprod[self.timesteps[:-1]]])
+        self.alphas_cumprod_prev = torch.cat(
+            [schedule.alphas_cumprod[:1], schedule.alphas_cumprod[self.timesteps[:-1]]]
+        )
 
     def sample_indices(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """n ~ U{0, ..., num_points - 1} per sample (Alg. 1 line 3)."""

@@ -1,5 +1,14 @@
 """Differentiable reward models behind one contract (see base.py)."""
 
-from .base import REWARDS, CallableReward, RewardModel, RewardTerm, build_reward, build_rewards, register_reward, select_frames
+from .base import (
+    REWARDS,
+    CallableReward,
+    RewardModel,
+    RewardTerm,
+    build_reward,
+    build_rewards,
+    register_reward,
+    select_frames,
+)
 
 __all__ = ["REWARDS", "CallableReward", "RewardModel", "RewardTerm", "build_reward", "build_rewards", "register_reward", "select_frames"]

@@ -37,7 +37,11 @@ def select_frames(
     kind "video": `num_frames` frames with stride T // N from a random start (ViCLIP 8, InternVideo2 4).
     """
     if num_frames >= num_total:
-        return list(range(num_total)) if kind == "image" else [min(i * num_total // num_frames, num_total - 1) for i in range(num_frames)]
+        return (
+            list(range(num_total))
+            if kind == "image"
+            else [min(i * num_total // num_frames, num_total - 1) for i in range(num_frames)]
+        )
     if kind == "image":
         return sorted(torch.randperm(num_total, generator=generator)[:num_frames].tolist())
     if kind == "video":
@@ -82,7 +86,9 @@ class RewardModel(nn.Module):
 class CallableReward(RewardModel):
     """Wrap a user callable `(video (B,C,T,H,W) in [-1,1], prompts) -> (B,)` as a reward."""
 
-    def __init__(self, fn: Callable[[Tensor, Sequence[str]], Tensor], kind: str = "video", num_frames: int = 8):
+    def __init__(
+        self, fn: Callable[[Tensor, Sequence[str]], Tensor], kind: str = "video", num_frames: int = 8
+    ):
         super().__init__()
         self.fn, self.kind, self.num_frames = fn, kind, num_frames
 

@@ -1,0 +1,62 @@
+"""Losses: the consistency loss and the mixed reward terms, each returned by name for logging.
+
+Pure tensor code: the reward terms take a `decode` callable instead of a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+LOSS_TYPES = ("huber", "l2")
+
+
+def consistency_loss(
+    pred: Tensor, target: Tensor, loss_type: str = "huber", huber_c: float = 0.001
+) -> Tensor:
+    """Distance between f_theta(z_{t_{n+k}}) and the stop-gradient target f(z_{t_n}), averaged over elements."""
+    diff = pred.float() - target.float()
+    if loss_type == "huber":
+        # pseudo-Huber: sqrt(d^2 + c^2) - c  (Song & Dhariwal 2023; T2V-Turbo uses c = 0.001)
+        return (torch.sqrt(diff**2 + huber_c**2) - huber_c).mean()
+    if loss_type == "l2":
+        # squared L2 (LCM's default metric)
+        return (diff**2).mean()
+    raise ValueError(f"unknown loss_type {loss_type!r}; valid: {list(LOSS_TYPES)}")
+
+
+def reward_terms(
+    latents: Tensor,
+    prompts: Sequence[str],
+    rewards: Sequence,
+    decode: Callable[[Tensor, list[int]], Tensor],
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Mixed reward on the student's single-step prediction (T2V-Turbo Eq. 9).
+
+    Each term picks its own frames (`term.model.select_frames`), decodes only those with gradients,
+    and scores them; loss contribution = -weight * mean score.
+
+    Args:
+        latents: f_theta, the student's one-step prediction (B, c, T, h, w), scaled latents.
+        rewards: `RewardTerm`s (name, model, weight).
+        decode: (latents, frame indices) -> video (B, 3, T', H, W) in [-1, 1], differentiable.
+    Returns:
+        (reward loss = -sum_i beta_i R_i, {"reward/<name>": R_i (detached)}).
+    """
+    total = latents.new_zeros((), dtype=torch.float32)
+    logs: dict[str, Tensor] = {}
+    num_frames = latents.shape[2]
+    for term in rewards:
+        if term.weight == 0:
+            continue
+        frames = term.model.select_frames(num_frames, generator)
+        video = decode(latents, frames)
+        # R = mean_b r(decode(f_theta)_frames, prompt_b)
+        score = term.model(video, list(prompts)).float().mean()
+        # L -= beta R  (T2V-Turbo: loss = L_CD - beta_img R_img - beta_vid R_vid)
+        total = total - term.weight * score
+        logs[f"reward/{term.name}"] = score.detach()
+    return total, logs

@@ -1,0 +1,299 @@
+"""Adapter for diffusers video UNets: ModelScopeT2V (`UNet3DConditionModel`) and AnimateDiff-style
+`UNetMotionModel`, with `AutoencoderKL` applied per frame and a CLIP text encoder.
+
+Adds what diffusers lacks for training these models: gradient checkpointing on
+UNet3DConditionModel (its blocks are wrapped here, without patching diffusers) and LoRA by module
+type (models/lora.py). Saves and loads a diffusers-style folder (unet/, vae/, text_encoder/,
+tokenizer/, scheduler/, model_index.json) plus `t2v_turbo.json` metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..schedule import NoiseSchedule
+from .base import Backbone, read_metadata
+
+UNET_CLASSES = ("UNet3DConditionModel", "UNetMotionModel")
+
+
+def _unet_class(name: str):
+    import diffusers
+
+    if name not in UNET_CLASSES:
+        raise ValueError(f"unsupported UNet class {name!r}; supported: {list(UNET_CLASSES)}")
+    return getattr(diffusers, name)
+
+
+def _checkpointed_forward(orig_forward, *args, **kwargs):
+    if torch.is_grad_enabled():
+        return checkpoint(orig_forward, *args, use_reentrant=False, **kwargs)
+    return orig_forward(*args, **kwargs)
+
+
+class DiffusersVideoBackbone(Backbone):
+    """ModelScope / AnimateDiff-style text-to-video model behind the backbone contract.
+
+    Args:
+        unet: `UNet3DConditionModel` or `UNetMotionModel` taking (B, c, T, h, w) latents.
+        vae: `AutoencoderKL` (frames are encoded/decoded independently).
+        text_encoder: a transformers `CLIPTextModel`; the last hidden state conditions the UNet.
+        tokenizer: its tokenizer (saved with the weights: ids must never change).
+        schedule: training noise schedule; default scaled-linear, epsilon.
+        vae_chunk: frames per VAE call (bounds memory at full resolution).
+    """
+
+    family = "modelscope"
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        schedule: NoiseSchedule | None = None,
+        native_fps: int = 8,
+        resolution: tuple[int, int, int] = (16, 256, 256),
+        guidance_convention: str = "t2v-turbo",
+        vae_chunk: int = 16,
+        family: str | None = None,
+    ):
+        super().__init__()
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.schedule = schedule or NoiseSchedule.make()
+        self.native_fps = native_fps
+        self.resolution = tuple(resolution)
+        self.guidance_convention = guidance_convention
+        self.vae_chunk = vae_chunk
+        self.family = family or ("animatediff" if type(unet).__name__ == "UNetMotionModel" else "modelscope")
+        self.w_embedding_dim = getattr(unet.config, "time_cond_proj_dim", None)
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+        self._checkpointing = False
+
+    # ------------------------------------------------------------------ text
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
+        max_len = getattr(self.tokenizer, "model_max_length", 77)
+        max_len = max_len if max_len and max_len < 10_000 else 77
+        ids = self.tokenizer(
+            list(prompts), padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.text_encoder.device)
+        # (B, L, D): the text tower's last hidden state (ModelScope / AnimateDiff conditioning)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    # ------------------------------------------------------------------ denoiser
+    def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        t = torch.as_tensor(t, device=z_t.device)
+        if t.dim() == 0:
+            t = t.expand(z_t.shape[0])
+        if w_emb is not None and self.w_embedding_dim is None:
+            raise ValueError("this backbone has no guidance embedding (a teacher); pass w_emb=None")
+        # (B, c, T, h, w) -> (B, c, T, h, w)
+        return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ VAE
+    def _frames_2d(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+    def _frames_5d(self, x: Tensor, b: int) -> Tensor:
+        n, c, h, w = x.shape
+        return x.view(b, n // b, c, h, w).permute(0, 2, 1, 3, 4)
+
+    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        frames = self._frames_2d(video.to(self.vae.dtype))
+        with torch.no_grad():
+            parts = []
+            for chunk in frames.split(self.vae_chunk):
+                dist = self.vae.encode(chunk).latent_dist
+                # latent = posterior sample x scaling factor (LDM convention)
+                parts.append(dist.sample(generator=generator) * self.scaling_factor)
+        return self._frames_5d(torch.cat(parts), video.shape[0])
+
+    def decode_latents(
+        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+    ) -> Tensor:
+        if frames is not None:
+            z = z[:, :, torch.as_tensor(frames, dtype=torch.long, device=z.device)]
+        b = z.shape[0]
+        flat = self._frames_2d(z / self.scaling_factor).to(self.vae.dtype)
+
+        def _decode(x: Tensor) -> Tensor:
+            return self.vae.decode(x).sample
+
+        parts = []
+        for chunk in flat.split(self.vae_chunk):
+            if checkpoint and torch.is_grad_enabled():
+                parts.append(torch.utils.checkpoint.checkpoint(_decode, chunk, use_reentrant=False))
+            else:
+                parts.append(_decode(chunk))
+        return self._frames_5d(torch.cat(parts), b)
+
+    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
+        t, h, w = self.resolution
+        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (batch, self.latent_channels, num_frames or t, h // down, w // down)
+
+    # ------------------------------------------------------------------ training affordances
+    def make_student(
+        self, w_embedding_dim: int = 256, init: str = "normal", seed: int = 0
+    ) -> DiffusersVideoBackbone:
+        """Copy the teacher UNet into one with `time_cond_proj_dim = w_embedding_dim`.
+
+        The new `time_embedding.cond_proj` (Linear(w_dim -> C, bias=False)) is the only new weight:
+        "normal" gives PyTorch's default Linear init from a seeded RNG (as the released code builds it),
+        "zero" makes the student start exactly equal to the teacher.
+        """
+        if init not in ("normal", "zero"):
+            raise ValueError(f"unknown init {init!r}; valid: ['normal', 'zero']")
+        cls = type(self.unet)
+        config = dict(self.unet.config)
+        config["time_cond_proj_dim"] = w_embedding_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = cls.from_config(config)
+        missing, unexpected = unet.load_state_dict(self.unet.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("time_embedding.cond_proj") for k in missing):
+            raise RuntimeError(f"student/teacher mismatch: missing={missing}, unexpected={unexpected}")
+        if init == "zero":
+            nn.init.zeros_(unet.time_embedding.cond_proj.weight)
+        unet.to(self.device)
+        if self.dtype != torch.float32:
+            unet.to(dtype=self.dtype)
+        student = DiffusersVideoBackbone(
+            unet,
+            self.vae,
+            self.text_encoder,
+            self.tokenizer,
+            self.schedule,
+            self.native_fps,
+            self.resolution,
+            self.guidance_convention,
+            self.vae_chunk,
+            self.family,
+        )
+        unet.requires_grad_(True)
+        return student
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """diffusers refuses checkpointing for UNet3DConditionModel: wrap each block's forward here
+        (state-dict keys unchanged). UNetMotionModel uses diffusers' own checkpointing."""
+        if getattr(self.unet, "_supports_gradient_checkpointing", False):
+            if enabled:
+                self.unet.enable_gradient_checkpointing()
+            else:
+                self.unet.disable_gradient_checkpointing()
+            self._checkpointing = enabled
+            return
+        blocks = [*self.unet.down_blocks, self.unet.mid_block, *self.unet.up_blocks]
+        for block in blocks:
+            if block is None:
+                continue
+            if enabled and not hasattr(block, "_t2v_orig_forward"):
+                block._t2v_orig_forward = block.forward
+                block.forward = functools.partial(_checkpointed_forward, block._t2v_orig_forward)
+            elif not enabled and hasattr(block, "_t2v_orig_forward"):
+                block.forward = block._t2v_orig_forward
+                del block._t2v_orig_forward
+        self._checkpointing = enabled
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path, save_text: bool = True) -> None:
+        """Write a diffusers-style folder. A LoRA-injected UNet is saved merged (a copy; self unchanged)."""
+        from .lora import has_lora, merge_lora
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        unet = self.unet
+        if has_lora(unet):
+            unet = merge_lora(copy.deepcopy(unet))
+        unet.save_pretrained(path / "unet")
+        if save_text:
+            self.vae.save_pretrained(path / "vae")
+            self.text_encoder.save_pretrained(path / "text_encoder")
+            self.tokenizer.save_pretrained(path / "tokenizer")
+        sched = {
+            "_class_name": "DDIMScheduler",
+            **self.schedule.to_config(),
+            "clip_sample": False,
+            "set_alpha_to_one": False,
+        }
+        (path / "scheduler").mkdir(exist_ok=True)
+        (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+        index = {
+            "_class_name": "TextToVideoSDPipeline",
+            "unet": ["diffusers", type(unet).__name__],
+            "vae": ["diffusers", type(self.vae).__name__],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            "tokenizer": ["transformers", type(self.tokenizer).__name__],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+        }
+        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        self.write_metadata(path, {"vae_chunk": self.vae_chunk})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        unet_path: str | Path | None = None,
+        torch_dtype: torch.dtype = torch.float32,
+        base: str | Path | None = None,
+    ) -> DiffusersVideoBackbone:
+        """Load a folder written by `save_pretrained` (or a diffusers TextToVideoSDPipeline folder).
+
+        Args:
+            unet_path: use this UNet folder instead of `path/unet` (e.g. a student next to a teacher).
+            base: folder holding vae/, text_encoder/, tokenizer/ when `path` holds only a UNet.
+        """
+        from diffusers import AutoencoderKL
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"model folder not found: {path}")
+        base = Path(base) if base is not None else path
+        unet_dir = Path(unet_path) if unet_path else path / "unet"
+        for need in (unet_dir / "config.json", base / "vae", base / "text_encoder", base / "tokenizer"):
+            if not need.exists():
+                raise FileNotFoundError(
+                    f"{need} is missing: expected a diffusers-style folder with unet/, vae/, text_encoder/, tokenizer/"
+                )
+        unet_cls = _unet_class(json.loads((unet_dir / "config.json").read_text())["_class_name"])
+        unet = unet_cls.from_pretrained(unet_dir, torch_dtype=torch_dtype)
+        vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch_dtype)
+        text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(base / "tokenizer")
+        meta = read_metadata(path) or read_metadata(unet_dir.parent)
+        sched_file = path / "scheduler" / "scheduler_config.json"
+        if sched_file.exists():
+            schedule = NoiseSchedule.from_scheduler_config(json.loads(sched_file.read_text()))
+        else:
+            schedule = NoiseSchedule.from_scheduler_config(meta.get("schedule", {}))
+        return cls(
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            schedule,
+            native_fps=meta.get("native_fps", 8),
+            resolution=tuple(meta.get("resolution", (16, 256, 256))),
+            guidance_convention=meta.get("guidance_convention", "t2v-turbo"),
+            vae_chunk=meta.get("vae_chunk", 16),
+            family=meta.get("family"),
+        )
+
+
+ModelScopeBackbone = DiffusersVideoBackbone

@@ -1,0 +1,113 @@
+"""Tiny seeded components built in code: the same classes as the real backbones, at toy sizes.
+
+Used by tests, benchmarks and examples; nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..schedule import NoiseSchedule
+from .modelscope import DiffusersVideoBackbone
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable unicode map (the CLIP BPE alphabet)."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def char_clip_tokenizer(max_length: int = 32):
+    """A deterministic character-level CLIPTokenizer (514 tokens, no merges): ids never change."""
+    from transformers import CLIPTokenizer
+
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    return tok
+
+
+def tiny_text_encoder(
+    vocab_size: int = 514, hidden: int = 32, layers: int = 2, max_length: int = 32, seed: int = 0
+):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=max_length,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        projection_dim=hidden,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPTextModel(cfg).eval()
+
+
+def tiny_vae(seed: int = 0, channels: tuple[int, ...] = (16, 16)):
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=channels,
+            layers_per_block=1,
+            norm_num_groups=8,
+            sample_size=16,
+        ).eval()
+
+
+def tiny_unet3d(seed: int = 0, cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    from diffusers import UNet3DConditionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet3DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=4,
+            time_cond_proj_dim=time_cond_proj_dim,
+        )
+
+
+def tiny_modelscope(seed: int = 0, frames: int = 4, size: int = 16) -> DiffusersVideoBackbone:
+    """A ~0.4M-parameter ModelScope-architecture teacher: UNet3DConditionModel + AutoencoderKL (2x) + CLIP text."""
+    tok = char_clip_tokenizer(32)
+    return DiffusersVideoBackbone(
+        tiny_unet3d(seed),
+        tiny_vae(seed + 1),
+        tiny_text_encoder(seed=seed + 2),
+        tok,
+        NoiseSchedule.make(),
+        native_fps=8,
+        resolution=(frames, size, size),
+    )
