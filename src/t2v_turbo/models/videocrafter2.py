@@ -303,6 +303,8 @@ class VideoCrafter2(Backbone):
             # open_clip's CLIP logit scale: stored in model.ckpt, unused for conditioning
             self.register_buffer("text_logit_scale", torch.tensor(math.log(1 / 0.07)))
         self._tokenizer = tokenizer
+        # DDPM buffers read from an official checkpoint (kept so that a round trip is byte-exact)
+        self._schedule_buffers: dict[str, Tensor] | None = None
         self.schedule = NoiseSchedule.make("scaled_linear", cfg.linear_start, cfg.linear_end)
         self.native_fps = cfg.fps
         self.fps = cfg.fps
@@ -424,6 +426,7 @@ class VideoCrafter2(Backbone):
             cfg, unet, self.vae, self.text_encoder, self._tokenizer, vae_chunk=self.vae_chunk
         )
         other.text_logit_scale = self.text_logit_scale
+        other._schedule_buffers = self._schedule_buffers
         other.fps = self.fps
         other.guidance_convention = self.guidance_convention
         return other
@@ -480,7 +483,8 @@ class VideoCrafter2(Backbone):
         """The official LatentDiffusion state dict (2039 keys for the teacher; LoRA merged in a copy)."""
         from .open_clip import text_state_dict_to_open_clip
 
-        sd: dict[str, Tensor] = dict(ldm_schedule_buffers(self.config.linear_start, self.config.linear_end))
+        bufs = self._schedule_buffers or ldm_schedule_buffers(self.config.linear_start, self.config.linear_end)
+        sd: dict[str, Tensor] = dict(bufs)
         sd.update({UNET_PREFIX + k: v for k, v in self._plain_unet().state_dict().items()})
         levels = len(self.vae.config.block_out_channels)
         sd.update(vae_state_dict_to_ldm(self.vae.state_dict(), levels, VAE_PREFIX))
@@ -518,6 +522,7 @@ class VideoCrafter2(Backbone):
                     f"checkpoint alphas_cumprod differs from the configured schedule by {diff:.2e}",
                     stacklevel=2,
                 )
+        self._schedule_buffers = {k: buffers[k] for k in SCHEDULE_BUFFERS}
         unet_sd = {k[len(UNET_PREFIX) :]: v for k, v in groups[UNET_PREFIX].items()}
         _load_strict(self.unet, unet_sd, UNET_PREFIX, "UNet (model.diffusion_model.*)", assign)
         load_ldm_vae(self.vae, groups[VAE_PREFIX], VAE_PREFIX, assign)

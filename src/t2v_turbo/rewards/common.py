@@ -54,15 +54,20 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
 
 
 def strict_load(
-    module: nn.Module, sd: dict[str, Tensor], ignore: Sequence[str] = (), strict: bool = True, what: str = ""
+    module: nn.Module,
+    sd: dict[str, Tensor],
+    ignore: Sequence[str | Callable[[str], bool]] = (),
+    strict: bool = True,
+    what: str = "",
 ) -> None:
-    """Load `sd` into `module` requiring every key on both sides, except keys matching an `ignore` regex.
+    """Load `sd` into `module` requiring every key on both sides, except checkpoint keys in `ignore`.
 
-    `ignore` lists checkpoint keys that are known to be unused by the score (training heads,
-    persistent position-id buffers). With strict=False other unexpected keys only warn.
+    `ignore` (regexes searched in the key, or predicates) lists checkpoint keys known to be unused
+    by the score (training heads, persistent position-id buffers). With strict=False other
+    unexpected keys only warn; missing keys and shape mismatches always raise.
     """
-    pats = [re.compile(p) for p in ignore]
-    sd = {k: v for k, v in sd.items() if not any(p.search(k) for p in pats)}
+    tests = [p if callable(p) else re.compile(p).search for p in ignore]
+    sd = {k: v for k, v in sd.items() if not any(t(k) for t in tests)}
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

@@ -1,0 +1,97 @@
+"""Video-text rewards: ViCLIP (8 frames) and InternVideo2-Stage2-1B (4 or 8 frames).
+
+Score = cosine(video embedding, text embedding) of `num_frames` strided frames (selected by the
+base class). Geometry: short side -> 224 (bicubic), a 224 x 224 crop (random per video in training,
+"center" or a seeded generator for evaluation), ImageNet mean/std. Factories never download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .base import RewardModel, register_reward
+from .common import TextCache, enable_checkpointing, freeze, load_state_dict, require_path, strict_load
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, short_side_crop_video, to_unit
+
+PUBLISHED = {
+    "viclip": "https://huggingface.co/OpenGVLab/ViCLIP (ViClip-InternVid-10M-FLT.pth)",
+    "internvideo2": "https://huggingface.co/OpenGVLab/InternVideo2-Stage2_1B-224p-f4 (InternVideo2-stage2_1b-224p-f4.pt)",
+}
+
+
+class VideoTextReward(RewardModel):
+    """cosine(video, text) of a dual encoder exposing `encode_video` / `encode_text` (unit vectors).
+
+    Args:
+        model: a `ViCLIP` or `InternVideo2` module (frozen here).
+        num_frames: frames per clip (must equal the model's temporal size).
+        crop: "random" (T2V-Turbo training) or "center".
+        seed: seeds the random crops (reproducible evaluation); None uses the global RNG.
+        dtype: tower dtype (float32 or bfloat16); scores are float32.
+        gradient_checkpointing: recompute the video tower's blocks in backward.
+    """
+
+    kind = "video"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_frames: int,
+        crop: str = "random",
+        seed: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if crop not in ("random", "center"):
+            raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+        self.model = freeze(model, dtype)
+        self.num_frames, self.crop, self.dtype = num_frames, crop, dtype
+        self.image_size = model.config["image_size"]
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.text_features = TextCache(model.encode_text)
+        if gradient_checkpointing:
+            enable_checkpointing(model.checkpoint_layers())
+
+    def preprocess(self, video: Tensor) -> Tensor:
+        """(B, C, T, H, W) in [-1, 1] -> (B, C, T, 224, 224) ImageNet-normalised."""
+        x = short_side_crop_video(to_unit(video.float()), self.image_size, self.crop, self.generator)
+        return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+
+    def score(self, video: Tensor, prompts: Sequence[str]) -> Tensor:
+        v = self.model.encode_video(self.preprocess(video).to(self.dtype))
+        return (v * self.text_features(prompts, v.device)).sum(-1)
+
+
+def _split(kw: dict) -> tuple[dict, bool]:
+    strict = kw.pop("strict", True)
+    return kw, strict
+
+
+@register_reward("viclip")
+def viclip(path: str | Path | None = None, config: dict | str | None = None, num_frames: int = 8, **kw):
+    """ViCLIP-L/14 InternVid-10M-FLT; checkpoint {'model': state dict}."""
+    from .viclip import ViCLIP
+
+    kw, strict = _split(kw)
+    path = require_path(path, "viclip", "ViClip-InternVid-10M-FLT.pth ({'model': state dict})", PUBLISHED["viclip"])
+    model = ViCLIP(config)
+    strict_load(model, load_state_dict(path, "model"), strict=strict, what="viclip")
+    return VideoTextReward(model, num_frames, **kw)
+
+
+@register_reward("internvideo2")
+def internvideo2(path: str | Path | None = None, config: dict | str | None = None, num_frames: int | None = None, **kw):
+    """InternVideo2-Stage2-1B (f4 checkpoint: 4 frames); checkpoint {'module': state dict}."""
+    from .internvideo2 import InternVideo2
+
+    kw, strict = _split(kw)
+    expected = "InternVideo2-stage2_1b-224p-f4.pt ({'module': state dict})"
+    path = require_path(path, "internvideo2", expected, PUBLISHED["internvideo2"])
+    model = InternVideo2(config)
+    strict_load(model, load_state_dict(path, "module"), ignore=(model.ignored,), strict=strict, what="internvideo2")
+    return VideoTextReward(model, num_frames or model.config["num_frames"], **kw)
