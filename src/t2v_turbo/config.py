@@ -255,7 +255,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=110)
 
 
 # ------------------------------------------------------------------------------------------ typed building

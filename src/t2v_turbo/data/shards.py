@@ -58,21 +58,23 @@ class ShardClips(IterableDataset):
         pattern: shard pattern (see `expand_shards`).
         rank, world: process index and count; needs at least `world` shards.
         seed: shard order per epoch and random clip starts.
+        epochs: stop after this many passes (None: endless).
         clip: keyword arguments of `load_clip` (num_frames, height, width, fps, resize).
     """
 
-    def __init__(self, pattern: str, rank: int, world: int, seed: int, **clip):
+    def __init__(self, pattern: str, rank: int, world: int, seed: int, epochs: int | None = None, **clip):
         _require_webdataset()
         urls = expand_shards(pattern)
         if len(urls) < world:
             raise UserError(f"{len(urls)} webdataset shard(s) for {world} processes: every process needs at least one")
         self.urls, self.rank, self.world, self.seed, self.clip = urls[rank::world], rank, world, seed, clip
+        self.epochs = epochs
         self.start = 0
 
     def __iter__(self) -> Iterator[dict | Skipped]:
         wds = _require_webdataset()
         position, epoch = 0, 0
-        while True:
+        while self.epochs is None or epoch < self.epochs:
             order = np.random.default_rng([self.seed, self.rank, epoch]).permutation(len(self.urls))
             urls = [self.urls[i] for i in order]
             source = wds.WebDataset(

@@ -136,10 +136,10 @@ def open_clip_config(name: str = "ViT-H-14", text: dict | None = None, vision: d
     tc = open_clip_text_config(name, **(text or {}))
     vc = open_clip_vision_config(name, **(vision or {}))
     if tc.projection_dim != vc.projection_dim:
-        raise ValueError(f"text and vision projection dims differ: {tc.projection_dim} != {vc.projection_dim}")
-    return CLIPConfig(
-        text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=tc.projection_dim
-    )
+        raise ValueError(
+            f"text and vision projection dims differ: {tc.projection_dim} != {vc.projection_dim}"
+        )
+    return CLIPConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=tc.projection_dim)
 
 
 def _tower_from_open_clip(sd: dict[str, Tensor], names: dict[str, str], hf_prefix: str, what: str) -> dict:

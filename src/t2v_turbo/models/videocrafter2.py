@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -203,9 +204,16 @@ def read_weights(path: str | Path):
 
         return load_file(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} holds Python objects besides tensors, which are not unpickled here (weights_only=True). "
+            "If you trust the file, extract its weights once: torch.save(torch.load(path, weights_only=False)"
+            "['state_dict'], 'weights.pt')"
+        ) from e
     if isinstance(obj, dict):
         for key in ("state_dict", "module"):
             if isinstance(obj.get(key), dict):
@@ -465,6 +473,7 @@ class VideoCrafter2(Backbone):
                     nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)  # nn.Linear's default init
                 p.copy_(w.to(p.dtype))
         unet.gradient_checkpointing = self.unet.gradient_checkpointing
+        unet.train(self.unet.training)  # the teacher's mode (train mode enables temporal-conv dropout)
         student = self._with_unet(unet)
         unet.requires_grad_(True)
         return student
@@ -483,7 +492,9 @@ class VideoCrafter2(Backbone):
         """The official LatentDiffusion state dict (2039 keys for the teacher; LoRA merged in a copy)."""
         from .open_clip import text_state_dict_to_open_clip
 
-        bufs = self._schedule_buffers or ldm_schedule_buffers(self.config.linear_start, self.config.linear_end)
+        bufs = self._schedule_buffers or ldm_schedule_buffers(
+            self.config.linear_start, self.config.linear_end
+        )
         sd: dict[str, Tensor] = dict(bufs)
         sd.update({UNET_PREFIX + k: v for k, v in self._plain_unet().state_dict().items()})
         levels = len(self.vae.config.block_out_channels)
@@ -607,7 +618,7 @@ class VideoCrafter2(Backbone):
                 model = cls._from_unet_file(obj, cls._base(base, path, tokenizer, torch_dtype), torch_dtype)
         if fps is not None:
             model.fps = fps
-        return model
+        return model.eval()  # like diffusers / transformers: call .train() to train
 
     @classmethod
     def _base(cls, base, path: Path, tokenizer, torch_dtype) -> VideoCrafter2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def require_path(path: str | Path | None, what: str, expected: str, published: s
     )
 
 
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zips holding `constants.pkl` (torch.save zips do not)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") for n in z.namelist())
+
+
 def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
     """Read a state dict from .safetensors / .pt / .pth / .bin (weights_only) or an OpenAI TorchScript archive.
 
@@ -37,13 +46,10 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
         from safetensors.torch import load_file
 
         sd = load_file(str(path))
+    elif _is_torchscript(path):  # OpenAI's ViT-L-14.pt (weights_only torch.load refuses it)
+        sd = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except RuntimeError as e:  # OpenAI's ViT-L-14.pt is a TorchScript archive
-            if "TorchScript" not in str(e) and "torch.jit" not in str(e):
-                raise
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     if key is not None and isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
         sd = sd[key]
     if not isinstance(sd, dict):
@@ -71,14 +77,20 @@ def strict_load(
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or shapes or (unexpected and strict):
         raise RuntimeError(
             f"{what} checkpoint does not match the architecture: missing {missing[:8]} ({len(missing)}), "
             f"unexpected {unexpected[:8]} ({len(unexpected)}), shape mismatches {shapes[:8]}"
         )
     if unexpected:
-        warnings.warn(f"{what}: ignoring {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}", stacklevel=2)
+        warnings.warn(
+            f"{what}: ignoring {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}", stacklevel=2
+        )
         sd = {k: v for k, v in sd.items() if k in own}
     module.load_state_dict(sd, strict=True)
 

@@ -71,7 +71,9 @@ class CLIPReward(RewardModel):
     ):
         super().__init__()
         if geometry not in ("longest_pad", "short_center", "squash"):
-            raise ValueError(f"unknown geometry {geometry!r}; valid: ['longest_pad', 'short_center', 'squash']")
+            raise ValueError(
+                f"unknown geometry {geometry!r}; valid: ['longest_pad', 'short_center', 'squash']"
+            )
         self.model = freeze(model, dtype)
         self.geometry, self.scale, self.num_frames, self.dtype = geometry, scale, num_frames, dtype
         self.image_size = model.config.vision_config.image_size
@@ -120,10 +122,14 @@ def clip_config(config=None, default: str = "ViT-H-14"):
     if config is None or isinstance(config, str):
         return open_clip_config(config or default)
     cfg = dict(config)
-    return open_clip_config(cfg.pop("name", default), text=cfg.pop("text", None), vision=cfg.pop("vision", None))
+    return open_clip_config(
+        cfg.pop("name", default), text=cfg.pop("text", None), vision=cfg.pop("vision", None)
+    )
 
 
-def load_clip(name: str, path, config=None, default: str = "ViT-H-14", key: str | None = None, strict: bool = True):
+def load_clip(
+    name: str, path, config=None, default: str = "ViT-H-14", key: str | None = None, strict: bool = True
+):
     """A transformers CLIPModel from a transformers folder, or an open_clip-format file converted strictly."""
     from transformers import CLIPModel
 
@@ -158,7 +164,9 @@ def hpsv2(path: str | Path | None = None, config=None, **kw) -> CLIPReward:
 
 
 @register_reward("pickscore")
-def pickscore(path: str | Path | None = None, config=None, scale: float | str = "logit_scale", **kw) -> CLIPReward:
+def pickscore(
+    path: str | Path | None = None, config=None, scale: float | str = "logit_scale", **kw
+) -> CLIPReward:
     """PickScore_v1 (transformers CLIPModel folder); reference score exp(logit_scale) * cosine."""
     return _clip_reward("pickscore", path, config, "short_center", scale, **kw)
 
@@ -180,7 +188,12 @@ def image_reward(path: str | Path | None = None, config: dict | None = None, str
     """ImageReward v1.0 (BLIP ViT-L/16 + BERT cross-attention + MLP head); see image_reward.py."""
     from .image_reward import ImageReward
 
-    path = require_path(path, "image-reward", "ImageReward.pt (a state dict with blip.* and mlp.* keys)", PUBLISHED["image-reward"])
+    path = require_path(
+        path,
+        "image-reward",
+        "ImageReward.pt (a state dict with blip.* and mlp.* keys)",
+        PUBLISHED["image-reward"],
+    )
     model = ImageReward(config, **kw)
     model.load_official(load_state_dict(path), strict=strict)
     return model

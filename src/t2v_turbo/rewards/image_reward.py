@@ -30,12 +30,22 @@ REWARD_STD = 1.0333394966054072
 MAX_TEXT_LENGTH = 35
 SPECIAL_TOKENS = ("[DEC]", "[ENC]")  # BLIP init_tokenizer: bos [DEC] = 30522, [ENC] = 30523
 FULL = dict(
-    vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16),
+    vision=dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16
+    ),
     text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
 )
 TINY = dict(
-    vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=32),
-    text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=40),
+    vision=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=32
+    ),
+    text=dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=40,
+    ),
 )
 # checkpoint keys the score does not use (BLIP's contrastive projections, a persistent buffer)
 IGNORED = (r"\.position_ids$", r"^blip\.(vision_proj|text_proj)\.")

@@ -32,8 +32,12 @@ FULL = dict(
               intermediate_size=4096, max_position_embeddings=512),
     max_text_length=40,
 )  # fmt: skip
-TINY = dict(FULL, patch_size=32, embed_dim=32, depth=2, heads=4, clip_embed_dim=16, attn_pool_heads=4, proj_dim=8)
-TINY["text"] = dict(FULL["text"], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+TINY = dict(
+    FULL, patch_size=32, embed_dim=32, depth=2, heads=4, clip_embed_dim=16, attn_pool_heads=4, proj_dim=8
+)
+TINY["text"] = dict(
+    FULL["text"], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+)
 
 
 class RMSNorm(nn.Module):
@@ -155,7 +159,10 @@ class InternVideo2Vision(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_frames * g * g, d))
         self.blocks = nn.ModuleList(
-            [Block(d, cfg["heads"], cfg["mlp_ratio"], cfg["init_values"], cfg["mlp_act"]) for _ in range(cfg["depth"])]
+            [
+                Block(d, cfg["heads"], cfg["mlp_ratio"], cfg["init_values"], cfg["mlp_act"])
+                for _ in range(cfg["depth"])
+            ]
         )
         self.clip_projector = AttentionPoolingBlock(d, cfg["attn_pool_heads"], cfg["clip_embed_dim"])
 

@@ -90,5 +90,7 @@ def bert_tokenize(
 ) -> tuple[Tensor, Tensor]:
     """(input_ids, attention_mask), each (N, max_length): [CLS] text [SEP] [PAD]..., truncated."""
     tok = bert_tokenizer(extra_special)
-    enc = tok(list(prompts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    enc = tok(
+        list(prompts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+    )
     return enc["input_ids"], enc["attention_mask"].to(torch.long)

@@ -52,7 +52,9 @@ class ResidualAttentionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_1 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
-            OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=activation(act), c_proj=nn.Linear(4 * width, width))
+            OrderedDict(
+                c_fc=nn.Linear(width, 4 * width), gelu=activation(act), c_proj=nn.Linear(4 * width, width)
+            )
         )
         self.ln_2 = nn.LayerNorm(width)
 
@@ -116,7 +118,9 @@ class CLIPTextTower(nn.Module):
         self.transformer = Transformer(width, layers, heads, act)
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.randn(width, embed_dim) * width**-0.5)
-        self.register_buffer("attn_mask", torch.full((context_length, context_length), float("-inf")).triu(1), persistent=False)
+        self.register_buffer(
+            "attn_mask", torch.full((context_length, context_length), float("-inf")).triu(1), persistent=False
+        )
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (N, context_length) -> (N, embed_dim)."""

@@ -78,14 +78,18 @@ def viclip(path: str | Path | None = None, config: dict | str | None = None, num
     from .viclip import ViCLIP
 
     kw, strict = _split(kw)
-    path = require_path(path, "viclip", "ViClip-InternVid-10M-FLT.pth ({'model': state dict})", PUBLISHED["viclip"])
+    path = require_path(
+        path, "viclip", "ViClip-InternVid-10M-FLT.pth ({'model': state dict})", PUBLISHED["viclip"]
+    )
     model = ViCLIP(config)
     strict_load(model, load_state_dict(path, "model"), strict=strict, what="viclip")
     return VideoTextReward(model, num_frames, **kw)
 
 
 @register_reward("internvideo2")
-def internvideo2(path: str | Path | None = None, config: dict | str | None = None, num_frames: int | None = None, **kw):
+def internvideo2(
+    path: str | Path | None = None, config: dict | str | None = None, num_frames: int | None = None, **kw
+):
     """InternVideo2-Stage2-1B (f4 checkpoint: 4 frames); checkpoint {'module': state dict}."""
     from .internvideo2 import InternVideo2
 
@@ -93,5 +97,7 @@ def internvideo2(path: str | Path | None = None, config: dict | str | None = Non
     expected = "InternVideo2-stage2_1b-224p-f4.pt ({'module': state dict})"
     path = require_path(path, "internvideo2", expected, PUBLISHED["internvideo2"])
     model = InternVideo2(config)
-    strict_load(model, load_state_dict(path, "module"), ignore=(model.ignored,), strict=strict, what="internvideo2")
+    strict_load(
+        model, load_state_dict(path, "module"), ignore=(model.ignored,), strict=strict, what="internvideo2"
+    )
     return VideoTextReward(model, num_frames or model.config["num_frames"], **kw)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,23 +56,27 @@ def _write_log(folder: Path, name: str, info: dict) -> None:
 # ------------------------------------------------------------------------------------------ 1. VAE
 def train_vae(
     out_dir: str | Path | None = None,
-    steps: int = 1200,
-    batch_videos: int = 4,
-    lr: float = 1e-3,
+    steps: int = 600,
+    batch_frames: int = 32,
+    lr: float = 2e-3,
+    glyph_weight: float = 10.0,
     kl_weight: float = 1e-6,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
     """Train the world's VAE (diffusers AutoencoderKL, 4 latent channels) on frames; write `out_dir/vae`.
 
-    Loss: per-pixel MSE + L1 on [-1, 1] frames + `kl_weight` x KL. The scaling factor recorded in the
+    Loss: per-pixel MSE + L1 on [-1, 1] frames, glyph pixels weighted by 1 + `glyph_weight`, plus
+    `kl_weight` x KL. Each step sees one random frame of each of `batch_frames` fresh videos. The
+    scaling factor recorded in the
     saved config is 1 / std of posterior samples over 64 held-out-glyph videos.
 
     Args:
         out_dir: world folder (default: the shipped assets folder).
-        steps: optimizer steps; each sees `batch_videos` x 8 frames.
-        batch_videos: videos per step.
+        steps: optimizer steps.
+        batch_frames: frames (each from a different video) per step.
         lr: peak AdamW learning rate (warm-up then cosine decay).
+        glyph_weight: extra loss weight of glyph (non-black) pixels.
         kl_weight: weight of the KL term.
         seed: seeds model init and data.
         progress: show a tqdm bar.
@@ -88,17 +93,21 @@ def train_vae(
     bar = tqdm(range(steps), desc="vae", disable=not progress, mininterval=2.0)
     for step in bar:
         _set_lr(opt, _cosine_lr(step, steps, 50, lr))
-        videos, _, _ = sample_batch(rng, batch_videos)
-        x = videos.permute(0, 2, 1, 3, 4).reshape(-1, 3, *videos.shape[-2:])  # (B*T, 3, H, W)
+        # one random frame from each of `batch_frames` videos: (B, 3, H, W)
+        videos, _, _ = sample_batch(rng, batch_frames)
+        x = videos[
+            torch.arange(batch_frames), :, torch.from_numpy(rng.integers(0, videos.shape[2], batch_frames))
+        ]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        mse = F.mse_loss(rec, x)
-        loss = mse + F.l1_loss(rec, x) + kl_weight * post.kl().mean()
+        # glyph pixels are ~7% of a frame: weight them up so the black background does not dominate
+        weight = 1.0 + glyph_weight * (x > -0.95).any(dim=1, keepdim=True).float()
+        loss = (weight * ((rec - x).pow(2) + (rec - x).abs())).mean() + kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 0:
-            bar.set_postfix(mse=f"{mse.item():.4f}")
+            bar.set_postfix(mse=f"{F.mse_loss(rec, x).item():.4f}", loss=f"{loss.item():.4f}")
     vae.eval()
     # scaling factor = 1 / std of latents (LDM convention), on held-out glyphs
     val, _, _ = sample_batch(np.random.default_rng([seed, 202]), 64, split="heldout")
@@ -110,6 +119,318 @@ def train_vae(
     scaling = float(1.0 / z.std())
     vae.register_to_config(scaling_factor=scaling)
     vae.save_pretrained(out / "vae")
-    info = {"stage": "vae", "steps": steps, "seconds": time.time() - t0, "heldout_mse": rec_mse, "scaling_factor": scaling}
+    info = {
+        "stage": "vae",
+        "steps": steps,
+        "seconds": time.time() - t0,
+        "heldout_mse": rec_mse,
+        "scaling_factor": scaling,
+    }
     _write_log(out / "logs", "vae.json", info)
     return info
+
+
+# ------------------------------------------------------------------------------------------ 2. text + rewards
+def train_text_and_rewards(
+    out_dir: str | Path | None = None,
+    image_steps: int = 500,
+    video_steps: int = 500,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Build the tokenizer, train both reward models contrastively, and export the text encoder.
+
+    Writes `tokenizer/`, `reward_image/` (md-image), `reward_video/` (md-video) and `text_encoder/`:
+    the teacher's frozen text encoder is the video reward's contrastively trained text tower (without
+    its projection), the analogue of real teachers conditioning on a frozen CLIP text tower.
+
+    Args:
+        out_dir: world folder (default: the shipped assets folder).
+        image_steps: contrastive steps of the image reward (one frame per video, `batch_size` videos).
+        video_steps: contrastive steps of the video reward.
+        batch_size: videos per step.
+        seed: seeds inits and data.
+        progress: show tqdm bars.
+
+    Returns:
+        dict with times and zero-shot accuracies (on held-out glyphs) of both rewards.
+    """
+    from transformers import CLIPTextModel
+
+    from .rewards import build_image_reward, build_video_reward, reward_accuracy, train_reward
+
+    out = Path(out_dir) if out_dir is not None else default_dir()
+    t0 = time.time()
+    tokenizer = md_models.build_tokenizer()
+    tokenizer.save_pretrained(out / "tokenizer")
+    info: dict = {"stage": "text_and_rewards"}
+    for kind, steps in (("video", video_steps), ("image", image_steps)):
+        reward = (build_video_reward if kind == "video" else build_image_reward)(tokenizer, seed=seed)
+        info[f"{kind}_train"] = train_reward(
+            reward, steps=steps, batch_size=batch_size, seed=seed, progress=progress
+        )
+        info[f"{kind}_accuracy"] = reward_accuracy(reward, seed=seed)
+        reward.save_pretrained(out / f"reward_{kind}")
+        if kind == "video":
+            text = CLIPTextModel(reward.text_encoder.config)
+            text.text_model.load_state_dict(reward.text_encoder.text_model.state_dict())
+            text.eval().save_pretrained(out / "text_encoder")
+    info["seconds"] = time.time() - t0
+    _write_log(out / "logs", "text_and_rewards.json", info)
+    return info
+
+
+# ------------------------------------------------------------------------------------------ 3. teacher
+@torch.no_grad()
+def evaluate_backbone(
+    backbone,
+    prompts: Sequence[str] | None = None,
+    num_steps: int = 50,
+    guidance: float = 7.5,
+    seed: int = 0,
+    batch_size: int = 70,
+) -> dict:
+    """Judge scores of a backbone's samples (one per prompt; default all 280 canonical prompts).
+
+    A teacher samples with DDIM + CFG (`guidance` = the usual CFG scale), a student with the
+    consistency sampler (`guidance` = its embedded w). Returns the judge summary plus seconds.
+    """
+    from ...pipeline import generate
+    from .dataset import canonical_prompts
+    from .judge import get_judge
+
+    prompts = list(prompts) if prompts is not None else canonical_prompts()
+    gen = generate(
+        backbone, prompts, num_steps=num_steps, guidance=guidance, seed=seed, batch_size=batch_size
+    )
+    out = get_judge().evaluate(gen.videos, prompts)
+    out.update(seconds=gen.seconds, num_steps=num_steps, guidance=guidance, seed=seed)
+    return out
+
+
+def train_teacher(
+    out_dir: str | Path | None = None,
+    steps: int = 3000,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    cond_dropout: float = 0.1,
+    paraphrase_prob: float = 0.2,
+    min_snr_gamma: float | None = 5.0,
+    ema_decay: float = 0.998,
+    eval_every: int = 0,
+    eval_prompts: int = 56,
+    seed: int = 0,
+    progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction, scaled-linear
+    schedule, classifier-free guidance via `cond_dropout` empty prompts. Writes `out_dir/teacher/`.
+
+    Needs `vae/`, `text_encoder/` and `tokenizer/` in `out_dir` (stages 1-2). The saved UNet holds
+    the EMA weights. Loss: MSE on eps with min-SNR-gamma weighting (Hang et al. 2023) when set.
+
+    Args:
+        out_dir: world folder (default: the shipped assets folder).
+        steps: optimizer steps.
+        batch_size: videos per step.
+        lr: peak AdamW learning rate (warm-up, cosine decay).
+        cond_dropout: probability of replacing a caption by "" (CFG training).
+        paraphrase_prob: probability of a paraphrased caption.
+        min_snr_gamma: min-SNR loss weighting; None for plain MSE.
+        ema_decay: EMA decay of the saved weights.
+        eval_every: every this many steps, judge EMA samples (DDIM 25, CFG 5) on `eval_prompts` prompts.
+        eval_prompts: size of the seeded canonical-prompt subset for those checks.
+        seed: seeds init, data and noise.
+        progress: show a tqdm bar.
+        callback: called as callback(step, eval_result) after each evaluation.
+
+    Returns:
+        dict with steps, seconds, final loss and the intermediate evaluations.
+    """
+    import copy
+
+    from .dataset import prompt_subset
+
+    out = Path(out_dir) if out_dir is not None else default_dir()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 505])
+    gen = torch.Generator().manual_seed(seed)
+    unet = md_models.build_unet(seed=seed)
+    backbone = md_models.build_backbone(
+        unet, md_models.load_vae(out), md_models.load_text_encoder(out), md_models.load_tokenizer(out)
+    )
+    schedule = backbone.schedule
+    ema = copy.deepcopy(unet).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    text_cache: dict[str, torch.Tensor] = {}
+
+    def encode(captions: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in text_cache]
+        if missing:
+            text_cache.update(zip(missing, backbone.encode_prompt(missing)))
+        return torch.stack([text_cache[c] for c in captions])
+
+    evals: list[dict] = []
+    losses: list[float] = []
+    t0 = time.time()
+    bar = tqdm(range(steps), desc="teacher", disable=not progress, mininterval=2.0)
+    for step in bar:
+        unet.train()
+        _set_lr(opt, _cosine_lr(step, steps, 100, lr))
+        # 1. data: videos -> scaled latents z0 (B, 4, 8, 8, 8); captions with CFG dropout
+        videos, captions, _ = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
+        captions = ["" if rng.random() < cond_dropout else c for c in captions]
+        z0 = backbone.encode_video(videos, generator=gen)
+        cond = encode(captions)
+        # 2. forward noising z_t = alpha_t z0 + sigma_t eps (DDPM Eq. 4)
+        t = torch.randint(0, schedule.num_train_timesteps, (batch_size,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        z_t = schedule.add_noise(z0, eps, t)
+        # 3. epsilon-prediction loss, optionally min-SNR weighted: w = min(SNR, gamma) / SNR
+        pred = backbone.model_output(z_t, t, cond)
+        per_sample = (pred - eps).pow(2).mean(dim=(1, 2, 3, 4))
+        if min_snr_gamma is not None:
+            abar = schedule.abar(t)
+            snr = abar / (1 - abar)
+            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr
+        loss = per_sample.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        # 4. EMA of the weights (what is saved and evaluated)
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            res = _eval_ema(backbone, unet, ema, prompt_subset(eval_prompts, seed=1))
+            res["step"] = step + 1
+            res["elapsed"] = time.time() - t0
+            evals.append(res)
+            tqdm.write(f"[teacher step {step + 1}] " + json.dumps({k: round(v, 3) for k, v in res.items()}))
+            if callback is not None:
+                callback(step + 1, res)
+    backbone.unet = ema
+    backbone.save_pretrained(out / "teacher", save_text=False)
+    info = {
+        "stage": "teacher",
+        "steps": steps,
+        "seconds": time.time() - t0,
+        "final_loss": float(np.mean(losses[-200:])),
+        "evals": evals,
+        "unet_params": sum(p.numel() for p in ema.parameters()),
+    }
+    _write_log(out / "logs", "teacher.json", info)
+    return info
+
+
+def _eval_ema(backbone, unet, ema, prompts: list[str]) -> dict:
+    backbone.unet = ema
+    try:
+        res = evaluate_backbone(backbone, prompts, num_steps=25, guidance=5.0, seed=0)
+    finally:
+        backbone.unet = unet
+    return {k: v for k, v in res.items() if isinstance(v, float)}
+
+
+# ------------------------------------------------------------------------------------------ 4. students (hook)
+STUDENTS = {
+    # name -> distillation recipe for the project's trainer (T2V-Turbo vs plain VCM, same everything else)
+    "turbo": {"rewards": [{"name": "md-image", "weight": 1.0}, {"name": "md-video", "weight": 2.0}]},
+    "vcm": {"rewards": []},
+}
+
+
+def train_students(
+    out_dir: str | Path | None = None,
+    trainer: Callable[[Path, str, dict], dict] | None = None,
+    names: Sequence[str] = tuple(STUDENTS),
+) -> dict:
+    """Hook for stage 4: distill the teacher into the two students (`turbo`, `vcm`) under `out_dir/<name>/`.
+
+    The students are trained by the project's trainer, not here: pass `trainer(out_dir, name, recipe)`,
+    which must distill `out_dir/teacher` with `recipe` (see `STUDENTS`) and save the student UNet
+    folder `out_dir/<name>/` (loadable with `models.load_teacher(out_dir, name)`).
+
+    Raises:
+        NotImplementedError: when no trainer is given.
+    """
+    out = Path(out_dir) if out_dir is not None else default_dir()
+    if trainer is None:
+        raise NotImplementedError(
+            "MovingDigits students are distilled by the project's trainer: pass trainer=(out_dir, name, recipe)"
+        )
+    info: dict = {"stage": "students"}
+    t0 = time.time()
+    for name in names:
+        info[name] = trainer(out, name, STUDENTS[name])
+    info["seconds"] = time.time() - t0
+    return info
+
+
+# ------------------------------------------------------------------------------------------ all
+QUICK = {  # smoke-test sizes: minutes -> seconds; the models are the same, just barely trained
+    "vae": {"steps": 20},
+    "text_and_rewards": {"image_steps": 10, "video_steps": 10, "batch_size": 16},
+    "teacher": {"steps": 10, "batch_size": 2},
+}
+
+
+def build_world(
+    out_dir: str | Path | None = None,
+    stages: Sequence[str] = ("vae", "text_and_rewards", "teacher"),
+    quick: bool = False,
+    seed: int = 0,
+    num_threads: int | None = None,
+    progress: bool = True,
+    trainer: Callable[[Path, str, dict], dict] | None = None,
+) -> dict:
+    """Rebuild the MovingDigits world from scratch: VAE, tokenizer + text encoder + rewards, teacher
+    (and the students when "students" is among `stages` and a `trainer` is given).
+
+    Args:
+        out_dir: where to write (default: the shipped `assets/moving_digits/`; `quick` requires one).
+        stages: which stages to run, in order; later stages read earlier ones' outputs from `out_dir`.
+        quick: a seconds-long smoke run with tiny step counts (weights are not useful).
+        seed: seeds every stage.
+        num_threads: torch CPU threads (1 is much faster than 2 on a machine shared with other jobs).
+        progress: show tqdm bars.
+        trainer: the students' trainer (see `train_students`).
+
+    Returns:
+        dict: per-stage logs and "seconds" for the whole build.
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; valid: {list(STAGES)}")
+    if quick and out_dir is None:
+        raise ValueError("a quick build needs an explicit out_dir (it would overwrite the shipped weights)")
+    out = Path(out_dir) if out_dir is not None else default_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    funcs = {
+        "vae": train_vae,
+        "text_and_rewards": train_text_and_rewards,
+        "teacher": train_teacher,
+    }
+    t0 = time.time()
+    report: dict = {"out_dir": str(out), "quick": quick}
+    for stage in (s for s in STAGES if s in stages):
+        t_stage = time.time()
+        if stage == "students":
+            report[stage] = train_students(out, trainer)
+        else:
+            kw = dict(QUICK[stage]) if quick else {}
+            report[stage] = funcs[stage](out, seed=seed, progress=progress, **kw)
+        report[stage]["wall_seconds"] = time.time() - t_stage
+        tqdm.write(f"[world] stage {stage} done in {time.time() - t_stage:.0f} s")
+    report["seconds"] = time.time() - t0
+    tqdm.write(f"[world] built {list(stages)} in {report['seconds']:.0f} s -> {out}")
+    _write_log(out / "logs", "build.json", report)
+    return report

@@ -71,7 +71,9 @@ CAPTION_TEMPLATES = (
 # ------------------------------------------------------------------------------------------ captions
 def canonical_caption(color: str, digit: int, direction: str) -> str:
     """The canonical caption `a {color} digit {d} moving {direction}` (every evaluation prompt)."""
-    return CAPTION_TEMPLATES[0].format(color=color, d=int(digit), word=NUMBER_WORDS[digit], direction=direction)
+    return CAPTION_TEMPLATES[0].format(
+        color=color, d=int(digit), word=NUMBER_WORDS[digit], direction=direction
+    )
 
 
 def paraphrase(color: str, digit: int, direction: str, template: int) -> str:
@@ -311,7 +313,9 @@ class MovingDigits(Dataset):
         paraphrase_prob: probability that an item's caption is a paraphrase rather than the canonical one.
     """
 
-    def __init__(self, length: int = 10_000, seed: int = 0, split: str = "train", paraphrase_prob: float = 0.0):
+    def __init__(
+        self, length: int = 10_000, seed: int = 0, split: str = "train", paraphrase_prob: float = 0.0
+    ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
         self.length, self.seed, self.split, self.paraphrase_prob = length, seed, split, paraphrase_prob

@@ -123,7 +123,9 @@ class Judge:
         self.classifier = SVC(C=10.0, gamma="scale", decision_function_shape="ovr").fit(x_train, y_train)
         val_frames, y_val = _glyph_frames("heldout", 1, seed + 1)
         #: digit accuracy of single frames of the held-out glyphs (sanity check of the classifier)
-        self.validation_accuracy = float((self.classifier.predict(frame_features(val_frames)[0]) == y_val).mean())
+        self.validation_accuracy = float(
+            (self.classifier.predict(frame_features(val_frames)[0]) == y_val).mean()
+        )
 
     # -------------------------------------------------------------------- per-attribute predictions
     @torch.no_grad()

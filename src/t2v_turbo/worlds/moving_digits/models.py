@@ -6,6 +6,7 @@ Every model is one of the real classes at a tiny size: diffusers `AutoencoderKL`
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -48,7 +49,11 @@ TEXT_HIDDEN = 64
 
 def _bytes_to_unicode() -> dict[int, str]:
     """The CLIP/GPT-2 byte -> printable unicode alphabet (256 symbols)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -126,3 +131,103 @@ def text_config(tokenizer, hidden: int = TEXT_HIDDEN, layers: int = 2, max_lengt
         pad_token_id=eos,
         projection_dim=hidden,
     )
+
+
+# ------------------------------------------------------------------------------------------ text encoder
+def load_tokenizer(path: str | Path | None = None):
+    """The shipped (or given world folder's) tokenizer."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(Path(path or ASSETS_DIR) / "tokenizer")
+
+
+def load_text_encoder(path: str | Path | None = None):
+    """The shipped (or given world folder's) frozen CLIPTextModel."""
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel.from_pretrained(
+        Path(path or ASSETS_DIR) / "text_encoder", torch_dtype=torch.float32
+    ).eval()
+
+
+# ------------------------------------------------------------------------------------------ teacher UNet
+UNET_CHANNELS = (32, 64, 64)
+
+
+def build_unet(
+    seed: int = 0,
+    channels: tuple[int, ...] = UNET_CHANNELS,
+    cross_attention_dim: int = TEXT_HIDDEN,
+    time_cond_proj_dim: int | None = None,
+    num_frames: int = 8,
+):
+    """A fresh AnimateDiff-style `UNetMotionModel` for 4x8x8x8 latents.
+
+    Spatial self/cross-attention on the two finer levels, a motion module (temporal self-attention
+    with sinusoidal frame positions) after every ResNet at every level and in the mid block.
+    """
+    from diffusers import UNetMotionModel
+
+    n = len(channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNetMotionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlockMotion",) * (n - 1) + ("DownBlockMotion",),
+            up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (n - 1),
+            block_out_channels=channels,
+            layers_per_block=1,
+            norm_num_groups=8,
+            cross_attention_dim=cross_attention_dim,
+            num_attention_heads=4,
+            motion_num_attention_heads=4,
+            motion_max_seq_length=max(num_frames, 8),
+            use_motion_mid_block=True,
+            time_cond_proj_dim=time_cond_proj_dim,
+        )
+
+
+def _backbone_base():
+    from ...models.modelscope import DiffusersVideoBackbone
+
+    return DiffusersVideoBackbone
+
+
+@functools.lru_cache(maxsize=1)
+def make_backbone_class():
+    """`MovingDigitsBackbone`: the project's `DiffusersVideoBackbone` with the world's defaults.
+
+    It also repeats the text conditioning per frame for `UNetMotionModel`, whose forward expects
+    `encoder_hidden_states` of shape (B * T, L, D) (AnimateDiff pipelines repeat it themselves).
+    """
+    base = _backbone_base()
+
+    class MovingDigitsBackbone(base):
+        def model_output(self, z_t, t, cond, w_emb=None):
+            if type(self.unet).__name__ == "UNetMotionModel" and cond.shape[0] == z_t.shape[0]:
+                # (B, L, D) -> (B * T, L, D), frame-major within each video like the UNet's reshape
+                cond = cond.repeat_interleave(z_t.shape[2], dim=0)
+            return super().model_output(z_t, t, cond, w_emb)
+
+        def make_student(self, *args, **kw):
+            student = super().make_student(*args, **kw)
+            student.__class__ = type(self)
+            return student
+
+    return MovingDigitsBackbone
+
+
+def build_backbone(unet, vae, text_encoder, tokenizer):
+    """Wrap the world's models in the backbone contract (scaled-linear schedule, epsilon, 8x32x32)."""
+    from ...schedule import NoiseSchedule
+
+    cls = make_backbone_class()
+    return cls(unet, vae, text_encoder, tokenizer, NoiseSchedule.make(), native_fps=8, resolution=(8, 32, 32))
+
+
+def load_teacher(path: str | Path | None = None, name: str = "teacher"):
+    """The shipped (or given world folder's) teacher (or another UNet folder `name`) as a backbone."""
+    root = Path(path or ASSETS_DIR)
+    return make_backbone_class().from_pretrained(root / name, base=root).eval()

@@ -92,8 +92,11 @@ class _WorldReward(RewardModel):
 
     def _ids(self, prompts: Sequence[str]) -> Tensor:
         return self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids.to(self.logit_scale.device)
 
     def text_features(self, prompts: Sequence[str], train: bool = False) -> Tensor:
@@ -152,7 +155,9 @@ class MDImageReward(_WorldReward):
         path = Path(path)
         self.clip.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        (path / "reward_config.json").write_text(json.dumps({"name": "md-image", "num_frames": self.num_frames}))
+        (path / "reward_config.json").write_text(
+            json.dumps({"name": "md-image", "num_frames": self.num_frames})
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, num_frames: int | None = None) -> MDImageReward:
@@ -177,8 +182,14 @@ class MDVideoReward(_WorldReward):
 
     kind = "video"
 
-    def __init__(self, video_encoder: MDVideoEncoder, text_encoder, tokenizer, num_frames: int = 8,
-                 logit_scale: float = math.log(1 / 0.07)):
+    def __init__(
+        self,
+        video_encoder: MDVideoEncoder,
+        text_encoder,
+        tokenizer,
+        num_frames: int = 8,
+        logit_scale: float = math.log(1 / 0.07),
+    ):
         super().__init__(tokenizer)
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         self.video_encoder, self.text_encoder, self.num_frames = video_encoder, text_encoder, num_frames
@@ -199,7 +210,11 @@ class MDVideoReward(_WorldReward):
         self.video_encoder.save_pretrained(path / "video_encoder")
         self.text_encoder.save_pretrained(path / "text_encoder")
         self.tokenizer.save_pretrained(path / "tokenizer")
-        cfg = {"name": "md-video", "num_frames": self.num_frames, "logit_scale": float(self.logit_scale.detach())}
+        cfg = {
+            "name": "md-video",
+            "num_frames": self.num_frames,
+            "logit_scale": float(self.logit_scale.detach()),
+        }
         (path / "reward_config.json").write_text(json.dumps(cfg))
 
     @classmethod
@@ -234,10 +249,17 @@ def build_image_reward(tokenizer=None, seed: int = 0, hidden: int = 64) -> MDIma
 
     tokenizer = tokenizer or build_tokenizer()
     vision = CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
-        image_size=32, patch_size=4, projection_dim=hidden,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=4,
+        projection_dim=hidden,
     )
-    cfg = CLIPConfig(text_config=text_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=hidden)
+    cfg = CLIPConfig(
+        text_config=text_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=hidden
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clip = CLIPModel(cfg)
@@ -326,7 +348,9 @@ def train_reward(
 
 
 @torch.no_grad()
-def reward_accuracy(reward: MDImageReward | MDVideoReward, seed: int = 0, split: str = "heldout") -> dict[str, float]:
+def reward_accuracy(
+    reward: MDImageReward | MDVideoReward, seed: int = 0, split: str = "heldout"
+) -> dict[str, float]:
     """Zero-shot classification of one ground-truth video per canonical prompt among the 280 prompts.
 
     Returns accuracies of the argmax prompt's digit, color, direction and all three (the image reward

@@ -1,0 +1,148 @@
+"""Crash-safe checkpoints: written to a temporary folder, then renamed into place (atomic on POSIX).
+
+A checkpoint folder `checkpoints/step-00001000/` holds:
+
+    trainable.safetensors   trainable student weights (LoRA A/B, or the whole UNet)
+    ema.safetensors         the EMA target's copies of those weights (target = "ema" only)
+    optimizer.pt            optimizer state    } torch.save of tensors / numbers only:
+    scheduler.pt            LR scheduler state } read back with weights_only=True
+    rng.pt                  per-rank RNG states (torch, CUDA, python)
+    state.json              step, per-rank data positions, NaN / skip counters
+    config.yaml             the resolved config
+
+A folder without state.json, or named `.tmp-*`, is incomplete and ignored (a killed save).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def find_resume(resume: str | None, run_dir: str | Path) -> Path | None:
+    """None (start fresh), "latest" (newest complete checkpoint, or None when there is none) or a folder."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise UserError(f"train.resume={resume!r}: not a checkpoint folder (no state.json)")
+    return path
+
+
+def rng_state() -> dict:
+    """This process's RNG states (tensors and ints only, so they load with weights_only=True)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    optimizer: dict,
+    scheduler: dict,
+    rng: list[dict],
+    state: dict,
+    config_yaml: str,
+    ema: dict[str, torch.Tensor] | None = None,
+    limit: int | None = None,
+) -> Path:
+    """Write `checkpoints/step-XXXXXXXX` atomically and keep only the newest `limit` checkpoints."""
+    from safetensors.torch import save_file
+
+    root = checkpoint_root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    meta = {"step": str(step)}
+    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"), meta)
+    if ema is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"), meta)
+    torch.save(optimizer, tmp / "optimizer.pt")
+    torch.save(scheduler, tmp / "scheduler.pt")
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "config.yaml").write_text(config_yaml)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the folder complete
+    for f in tmp.iterdir():
+        _fsync(f)
+    if final.exists():  # re-saving a step (e.g. the final save): move the old one aside first
+        old = root / f".tmp-old-{final.name}-{os.getpid()}"
+        final.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.rename(final)
+    _fsync(root)
+    if limit:
+        for old in list_checkpoints(run_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # leftovers of killed saves
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Everything `save_checkpoint` wrote: trainable, ema (or None), optimizer, scheduler, rng, state, config_yaml."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+
+    def pt(name: str):
+        return torch.load(path / name, map_location="cpu", weights_only=True)
+
+    try:
+        return {
+            "trainable": load_file(str(path / "trainable.safetensors")),
+            "ema": load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None,
+            "optimizer": pt("optimizer.pt"),
+            "scheduler": pt("scheduler.pt"),
+            "rng": pt("rng.pt"),
+            "state": json.loads((path / "state.json").read_text()),
+            "config_yaml": (path / "config.yaml").read_text(),
+        }
+    except FileNotFoundError as e:
+        raise UserError(f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing") from None

@@ -1,0 +1,93 @@
+"""Build the roles of a run from its config: teacher (frozen), student (LoRA or full), EMA target, rewards."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..models.base import Backbone
+
+
+def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
+    """`model.teacher`: "tiny" (models/tiny.py, sized by the data section), a shipped name or a path."""
+    spec = cfg.model.teacher
+    if spec == "tiny":
+        from ..models.tiny import tiny_modelscope
+
+        d = cfg.data
+        if d.width is not None and d.height is not None and d.width != d.height:
+            raise UserError("the tiny teacher makes square videos: set data.height == data.width")
+        teacher = tiny_modelscope(seed=cfg.model.tiny_seed, frames=d.num_frames or 4, size=d.height or d.width or 16)
+    else:
+        from ..pipeline import load_backbone
+
+        try:
+            teacher = load_backbone(spec)
+        except FileNotFoundError as e:
+            raise UserError(f"model.teacher={spec!r}: {e}") from None
+    return teacher.to(device).freeze().eval()
+
+
+def build_student(cfg, teacher: Backbone) -> Backbone:
+    """The student: the teacher's UNet with a w embedding, then LoRA (lora.rank > 0) or all UNet weights trainable."""
+    student = teacher.make_student(cfg.model.w_embedding_dim, init=cfg.model.student_init, seed=cfg.seed)
+    student.unet.requires_grad_(True)
+    if cfg.lora.rank > 0:
+        student.add_lora(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
+    if cfg.model.gradient_checkpointing:
+        student.enable_gradient_checkpointing(True)
+    student.unet.train()
+    return student
+
+
+def make_target(cfg, teacher: Backbone, student: Backbone) -> Backbone:
+    """The EMA target network: a frozen copy of the student (same structure, same weights)."""
+    target = build_student(cfg, teacher)
+    target.unet.load_state_dict(student.unet.state_dict())
+    target.unet.requires_grad_(False).eval()
+    return target
+
+
+def trainable_state(unet: nn.Module) -> dict[str, torch.Tensor]:
+    """{name: tensor} of the trainable parameters (LoRA A/B, or every UNet weight)."""
+    return {n: p.detach() for n, p in unet.named_parameters() if p.requires_grad}
+
+
+def named_like(module: nn.Module, names) -> dict[str, torch.Tensor]:
+    """Parameters of `module` under the given names (for the EMA target, whose params are frozen)."""
+    params = dict(module.named_parameters())
+    return {n: params[n].detach() for n in names}
+
+
+@torch.no_grad()
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy `state` into the same-named parameters of `module` (all names must exist, shapes match)."""
+    params = dict(module.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise UserError(f"checkpoint {what} does not fit this model: unknown tensors {missing[:5]}")
+    for n, t in state.items():
+        if params[n].shape != t.shape:
+            raise UserError(f"checkpoint {what}: {n} has shape {tuple(t.shape)}, the model {tuple(params[n].shape)}")
+        params[n].copy_(t.to(params[n].dtype))
+
+
+def make_optimizer(cfg, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    kw = {"lr": o.lr, "betas": tuple(o.betas), "weight_decay": o.weight_decay, "eps": o.eps}
+    if o.name == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ModuleNotFoundError:
+            raise UserError("optim.name=adamw8bit needs bitsandbytes: pip install 't2v-turbo[bnb]' (or optim.name=adamw)") from None
+        return bnb.optim.AdamW8bit(params, **kw)
+    return torch.optim.AdamW(params, **kw)
+
+
+def make_scheduler(cfg, optimizer: torch.optim.Optimizer):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.train.max_steps
+    )

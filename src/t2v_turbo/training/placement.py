@@ -1,0 +1,121 @@
+"""Which process computes which loss term, validated against the world size.
+
+Default ("all"): every rank computes the consistency loss and every reward term. The released
+T2V-Turbo code instead split 8 GPUs into ranks 0-5 (CD + image reward) and 6-7 (video reward
+only), which silently drops the video reward on fewer GPUs and reweights the terms by 6/8 and 2/8
+after DDP's gradient averaging. Here that split is an explicit option ("released", generalised:
+the last quarter of the ranks, at least one, computes video rewards only) and every placement
+prints the effective weight of each term: weight x (ranks computing it) / world size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..losses import reward_terms
+from ..models.base import Backbone
+from ..rewards.base import RewardTerm
+from ..schedule import consistency_output
+from ..solvers import DDIMSolver
+
+CD = "consistency"
+
+
+@dataclass
+class Placement:
+    """ranks[term] = sorted ranks computing it ("consistency" for the CD loss)."""
+
+    ranks: dict[str, list[int]]
+    world: int
+
+    def on(self, name: str, rank: int) -> bool:
+        return rank in self.ranks[name]
+
+    def effective_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        return {n: weights[n] * len(self.ranks[n]) / self.world for n in self.ranks}
+
+    def describe(self, weights: dict[str, float]) -> str:
+        eff = self.effective_weights(weights)
+        lines = [f"loss terms over {self.world} process(es) (effective weight = weight x ranks / world):"]
+        for n, r in self.ranks.items():
+            where = "all ranks" if len(r) == self.world else f"ranks {r}"
+            lines.append(f"  {n:<16} weight {weights[n]:g} on {where} -> effective {eff[n]:.4g}")
+        return "\n".join(lines)
+
+
+def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement:
+    """Ranks of each term for `cfg.train.placement`; raise UserError when a term would be dropped."""
+    names = [t.name for t in terms]
+    mode = cfg.train.placement
+    if mode == "all":
+        ranks = {n: list(range(world)) for n in [CD, *names]}
+    elif mode == "released":
+        if world < 2:
+            raise UserError(
+                "train.placement=released needs >= 2 processes (the released code used 8: ranks 0-5 CD + image "
+                "rewards, 6-7 video rewards); with 1 process use train.placement=all"
+            )
+        n_video = max(1, world // 4)
+        first, last = list(range(world - n_video)), list(range(world - n_video, world))
+        ranks = {CD: first}
+        for t in terms:
+            ranks[t.name] = last if t.model.kind == "video" else first
+    else:  # custom
+        specs = {r.name: r.ranks for r in cfg.rewards}
+        ranks = {CD: list(cfg.train.cd_ranks) if cfg.train.cd_ranks is not None else list(range(world))}
+        for n in names:
+            r = specs.get(n)
+            ranks[n] = sorted(set(r)) if r is not None else list(range(world))
+    for n, r in ranks.items():
+        bad = [x for x in r if not 0 <= x < world]
+        if bad:
+            raise UserError(f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) (ranks 0..{world - 1})")
+        if not r:
+            raise UserError(f"placement puts {n!r} on no rank: the term would be silently dropped")
+    idle = [k for k in range(world) if not any(k in r for r in ranks.values())]
+    if idle:
+        raise UserError(f"placement gives rank(s) {idle} no loss term to compute")
+    return Placement({n: sorted(r) for n, r in ranks.items()}, world)
+
+
+def reward_only_step(
+    student: Backbone,
+    solver: DDIMSolver,
+    z0: Tensor,
+    prompts: Sequence[str],
+    cond: Tensor,
+    rewards: Sequence[RewardTerm],
+    config,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The reward part of Algorithm 1 alone, for ranks that do not compute the consistency loss.
+
+    Draws exactly like `distill_step` (grid index, w, noise), forms the student's one-step
+    prediction f_theta and returns -sum_i beta_i R_i(decode(f_theta)) with its terms.
+    """
+    schedule = student.schedule
+    b, dev = z0.shape[0], z0.device
+    # 1. t_{n+k} = tau_n and w ~ U[w_min, w_max]
+    index = solver.sample_indices(b, generator)
+    t_start, _ = (x.to(dev) for x in solver.timestep_pair(index))
+    w = config.w_min + (config.w_max - config.w_min) * torch.rand(b, generator=generator)
+    w_emb = student.w_embedding(w)
+    # 2. z_{t_{n+k}} = alpha z0 + sigma eps
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(dev)
+    z_t = schedule.add_noise(z0, noise, t_start)
+    # 3. f_theta = c_skip z + c_out x0_theta
+    out = student.model_output(z_t, t_start, cond, w_emb)
+    x0, _ = schedule.to_x0_eps(out.float(), z_t.float(), t_start)
+    f_theta = consistency_output(z_t.float(), x0, t_start, config.sigma_data, config.timestep_scaling)
+
+    def decode(z: Tensor, frames: list[int]) -> Tensor:
+        return student.decode_latents(z.to(student.dtype), frames, checkpoint=config.decode_checkpointing)
+
+    # 7-8. L = -sum_i beta_i R_i
+    loss, logs = reward_terms(f_theta, prompts, rewards, decode, generator)
+    return {"loss": loss, **logs, "w": w.mean(), "t": t_start.float().mean()}
