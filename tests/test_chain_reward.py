@@ -11,6 +11,15 @@ from t2v_turbo.schedule import consistency_output
 PROMPTS = ["a red digit 1 moving left", "a blue digit 2 moving up"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spinning when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class PixelReward(RewardModel):
     """An image reward with its own (trainable-looking) parameter: it must never receive a gradient."""
 
@@ -56,14 +65,18 @@ def manual_last_step_grads(student, seed=0, num_steps=3):
         for i, t in enumerate(ts[:-1]):
             tb = torch.full((2,), t)
             x0, _ = student.schedule.to_x0_eps(student.model_output(z, tb, cond, w_emb), z, tb)
-            z = student.schedule.add_noise(consistency_output(z, x0, t), torch.randn(shape, generator=g), ts[i + 1])
+            z = student.schedule.add_noise(
+                consistency_output(z, x0, t), torch.randn(shape, generator=g), ts[i + 1]
+            )
     tb = torch.full((2,), ts[-1])
     x0, _ = student.schedule.to_x0_eps(student.model_output(z, tb, cond, w_emb), z, tb)
     final = consistency_output(z, x0, ts[-1])
     frames = reward.select_frames(final.shape[2], g)
     loss = -2.0 * reward(student.decode_latents(final, frames), PROMPTS).mean()
     loss.backward()
-    return float(loss), {n: p.grad.clone() for n, p in student.unet.named_parameters() if p.grad is not None}
+    return float(loss.detach()), {
+        n: p.grad.clone() for n, p in student.unet.named_parameters() if p.grad is not None
+    }
 
 
 def test_k1_matches_truncated_backprop_reference(student):

@@ -21,7 +21,9 @@ def test_frechet_distance_closed_forms():
     a, b = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
     for method in ("eigh", "sqrtm"):
-        assert F.frechet_distance(mu1, np.diag(a), mu2, np.diag(b), method) == pytest.approx(expected, rel=1e-10)
+        assert F.frechet_distance(mu1, np.diag(a), mu2, np.diag(b), method) == pytest.approx(
+            expected, rel=1e-10
+        )
     # isotropic: N(mu1, s^2 I) vs N(mu2, t^2 I): |dmu|^2 + d (s - t)^2
     assert F.frechet_distance(mu1, 4 * np.eye(d), mu2, 9 * np.eye(d)) == pytest.approx(
         ((mu1 - mu2) ** 2).sum() + d * 1.0
@@ -37,7 +39,9 @@ def test_frechet_distance_closed_forms():
     assert fd == pytest.approx(F.frechet_distance(mu2, s2, mu1, s1), rel=1e-9)
     assert F.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2 (the 2-Wasserstein distance squared)
-    assert F.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(5.0)
+    assert F.frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])
+    ) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="mismatch"):
         F.frechet_distance(mu1, s1, mu2[:3], s2)
 
@@ -64,7 +68,9 @@ class TinyI3D(nn.Module):
         self.conv = nn.Conv3d(3, 8, kernel_size=(3, 7, 7), stride=(1, 4, 4))
         self.head = nn.Linear(8, 16)
 
-    def forward(self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> Tensor:
         assert x.dim() == 5 and x.shape[1] == 3 and x.shape[3] == 224 and x.shape[4] == 224, "bad shape"
         assert not rescale and not resize and return_features, "bad flags"
         assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0, "pixels must be in [-1, 1]"
@@ -109,7 +115,9 @@ def test_preprocess_for_i3d_geometry():
     assert float(x[0, 0, 0, 100, 0]) == 0.0 and float(x[0, 0, 0, 100, -1]) == 1.0
     # bilinear, align_corners=False: resized column j samples source (j + 0.5) / 4 - 0.5
     assert float(x[0, 0, 0, 100, 109]) == 0.0 and float(x[0, 0, 0, 100, 114]) == 1.0
-    assert float(x[0, 0, 0, 100, 111]) == pytest.approx(0.375) and float(x[0, 0, 0, 100, 112]) == pytest.approx(0.625)
+    assert float(x[0, 0, 0, 100, 111]) == pytest.approx(0.375) and float(
+        x[0, 0, 0, 100, 112]
+    ) == pytest.approx(0.625)
 
 
 def test_load_detector_errors(tmp_path):

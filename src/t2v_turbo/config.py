@@ -127,6 +127,7 @@ class DataSection:
         num_frames, height, width: clip size (default: the teacher's resolution).
         fps: frames are sampled at this rate from a random start (default: the teacher's native fps).
         resize: "crop" (aspect-preserving resize + center crop) or "stretch" (released code).
+        shuffle: a seeded permutation per epoch (off: listing order; the world source is random anyway).
         num_workers: DataLoader worker processes.
         teacher_steps, teacher_guidance: DDIM sampling of latents for source "prompts".
         paraphrase_prob: MovingDigits caption paraphrase probability.
@@ -141,6 +142,7 @@ class DataSection:
     width: int | None = None
     fps: float | None = None
     resize: str = _choice("crop", "crop", "stretch")
+    shuffle: bool = True
     num_workers: int = 0
     teacher_steps: int = 25
     teacher_guidance: float = 7.5

@@ -53,6 +53,6 @@ def build_loader(cfg, size: tuple, rank: int = 0, world: int = 1, start: int = 0
     dataset = build_dataset(cfg, size, rank, world)
     return Loader(
         dataset, cfg.train.batch_size, seed=cfg.seed, rank=rank, world=world, start=start,
-        num_workers=cfg.data.num_workers, shuffle=cfg.data.source != "moving-digits",
+        num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle and cfg.data.source != "moving-digits",
         skips=SkipCounter(cfg.data.max_warnings, printer),
     )

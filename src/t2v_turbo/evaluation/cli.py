@@ -65,7 +65,9 @@ def read_eval_prompts(args) -> list[str]:
     if args.moving_digits:
         from ..worlds.moving_digits.dataset import prompt_subset
 
-        return prompt_subset(args.moving_digits, seed=args.prompt_seed) + [p for p in args.prompts if p.strip()]
+        return prompt_subset(args.moving_digits, seed=args.prompt_seed) + [
+            p for p in args.prompts if p.strip()
+        ]
     return read_prompts(args.prompts, args.prompt_file)
 
 
@@ -130,29 +132,67 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("prompts", nargs="*", help="prompts (in addition to --prompt-file / --moving-digits)")
     p.add_argument("--prompt-file", help="a text file with one prompt per line")
-    p.add_argument("--moving-digits", type=int, default=0, metavar="N",
-                   help="use N canonical MovingDigits prompts (a fixed seeded subset; 280 = all)")
+    p.add_argument(
+        "--moving-digits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="use N canonical MovingDigits prompts (a fixed seeded subset; 280 = all)",
+    )
     p.add_argument("--prompt-seed", type=int, default=0, help="seed of the --moving-digits subset")
-    p.add_argument("--model", action="append", default=None, metavar="[LABEL=]NAME_OR_PATH",
-                   help="turbo | vcm | teacher (shipped MovingDigits) or a checkpoint; repeatable "
-                   "(default: turbo, vcm, teacher)")
-    p.add_argument("--steps", type=int, nargs="+", default=list(STUDENT_DEFAULT_STEPS), help="student step counts")
-    p.add_argument("--teacher-steps", type=int, nargs="+", default=list(TEACHER_DEFAULT_STEPS),
-                   help="DDIM steps for teachers (models without a guidance embedding)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[LABEL=]NAME_OR_PATH",
+        help="turbo | vcm | teacher (shipped MovingDigits) or a checkpoint; repeatable "
+        "(default: turbo, vcm, teacher)",
+    )
+    p.add_argument(
+        "--steps", type=int, nargs="+", default=list(STUDENT_DEFAULT_STEPS), help="student step counts"
+    )
+    p.add_argument(
+        "--teacher-steps",
+        type=int,
+        nargs="+",
+        default=list(TEACHER_DEFAULT_STEPS),
+        help="DDIM steps for teachers (models without a guidance embedding)",
+    )
     p.add_argument("--guidance", type=float, default=7.5, help="student guidance w (T2V-Turbo convention)")
-    p.add_argument("--teacher-guidance", type=float, default=None,
-                   help="teacher CFG scale (default 1 + --guidance, the same strength)")
+    p.add_argument(
+        "--teacher-guidance",
+        type=float,
+        default=None,
+        help="teacher CFG scale (default 1 + --guidance, the same strength)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one generation per prompt per seed")
-    p.add_argument("--reward", action="append", default=[], metavar="NAME[:key=value,...]",
-                   help="a registered reward model to score with (repeatable), e.g. md-video or "
-                   "hpsv2.1:path=HPS_v2.1_compressed.pt")
-    p.add_argument("--clip", default="auto", metavar="NAME[:key=value,...]|auto|none",
-                   help="image-text model for text alignment and consistency features "
-                   "(auto: md-image when the shipped world has it)")
-    p.add_argument("--consistency-features", choices=["auto", "clip", "pixels"], default="auto",
-                   help="frame features for temporal consistency (auto: the --clip image tower if any)")
-    p.add_argument("--judge", choices=["auto", "on", "off"], default="auto",
-                   help="MovingDigits judge (digit/color/direction correct); auto: when every prompt parses")
+    p.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        metavar="NAME[:key=value,...]",
+        help="a registered reward model to score with (repeatable), e.g. md-video or "
+        "hpsv2.1:path=HPS_v2.1_compressed.pt",
+    )
+    p.add_argument(
+        "--clip",
+        default="auto",
+        metavar="NAME[:key=value,...]|auto|none",
+        help="image-text model for text alignment and consistency features "
+        "(auto: md-image when the shipped world has it)",
+    )
+    p.add_argument(
+        "--consistency-features",
+        choices=["auto", "clip", "pixels"],
+        default="auto",
+        help="frame features for temporal consistency (auto: the --clip image tower if any)",
+    )
+    p.add_argument(
+        "--judge",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="MovingDigits judge (digit/color/direction correct); auto: when every prompt parses",
+    )
     p.add_argument("--i3d", help="I3D TorchScript file for FVD (StyleGAN-V i3d_torchscript.pt)")
     p.add_argument("--real", default="moving-digits", help="FVD real videos: moving-digits or a folder")
     p.add_argument("--out-dir", default="eval", help="output folder")

@@ -204,4 +204,8 @@ def fvd(
     value = frechet_distance_from_features(
         i3d_features(detector, real, t, batch_size), i3d_features(detector, fake, t, batch_size), method
     )
-    return {"name": proto.name, "value": value, "protocol": proto.to_dict() | {"num_real_videos": real.shape[0]}}
+    return {
+        "name": proto.name,
+        "value": value,
+        "protocol": proto.to_dict() | {"num_real_videos": real.shape[0]},
+    }

@@ -57,7 +57,9 @@ def frame_features(videos: Tensor, feature_fn: FeatureFn | None = None, batch_si
     b, t = videos.shape[0], videos.shape[2]
     frames = _frames(videos)
     fn = feature_fn or pixel_features
-    feats = torch.cat([fn(frames[i : i + batch_size]).detach().double().cpu() for i in range(0, len(frames), batch_size)])
+    feats = torch.cat(
+        [fn(frames[i : i + batch_size]).detach().double().cpu() for i in range(0, len(frames), batch_size)]
+    )
     return feats.view(b, t, -1)
 
 

@@ -54,7 +54,13 @@ def markdown_table(results: dict) -> str:
     head += [title(n) for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["runs"]:
-        row = [r["model"], str(r["steps"]), r["sampler"], str(r["unet_evals_per_video"]), f"{r['seconds_per_video']:.4f}"]
+        row = [
+            r["model"],
+            str(r["steps"]),
+            r["sampler"],
+            str(r["unet_evals_per_video"]),
+            f"{r['seconds_per_video']:.4f}",
+        ]
         if ref:
             row.append(f"{ref / r['seconds_per_video']:.1f}x")
         for n in names:
@@ -105,10 +111,20 @@ def plot_results(results: dict, path: str | Path) -> Path:
     for ax, n in zip(axes.flat, names):
         for i, (label, rs) in enumerate(students.items()):
             rs = sorted(rs, key=lambda r: r["steps"])
-            ax.plot([r["steps"] for r in rs], [value(r, n) for r in rs], "o-", color=colors[i % len(colors)], label=label)
+            ax.plot(
+                [r["steps"] for r in rs],
+                [value(r, n) for r in rs],
+                "o-",
+                color=colors[i % len(colors)],
+                label=label,
+            )
         for j, r in enumerate(teachers):
-            ax.axhline(value(r, n), ls="--", color=colors[(len(students) + j) % len(colors)],
-                       label=f"{r['model']} ({r['steps']} steps, CFG)")
+            ax.axhline(
+                value(r, n),
+                ls="--",
+                color=colors[(len(students) + j) % len(colors)],
+                label=f"{r['model']} ({r['steps']} steps, CFG)",
+            )
         ax.set_xscale("log", base=2)
         if all_steps:
             ax.set_xticks(all_steps, [str(x) for x in all_steps])
@@ -116,7 +132,7 @@ def plot_results(results: dict, path: str | Path) -> Path:
         ax.set_xlabel("steps")
         ax.set_title("seconds per video" if n == "seconds_per_video" else title(n), fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=9, frameon=False)

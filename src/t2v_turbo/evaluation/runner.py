@@ -68,7 +68,9 @@ def eval_frames(reward: RewardModel, num_total: int) -> list[int]:
 
 
 @torch.no_grad()
-def score_videos(videos: Tensor, prompts: Sequence[str], scorers: Scorers, batch_size: int = 64) -> dict[str, Tensor]:
+def score_videos(
+    videos: Tensor, prompts: Sequence[str], scorers: Scorers, batch_size: int = 64
+) -> dict[str, Tensor]:
     """Every per-video metric of videos (N, 3, T, H, W) in [-1, 1]: name -> (N,) float64.
 
     Keys: temporal_consistency, motion_amount, centroid_displacement, text_alignment (with a clip
@@ -96,7 +98,9 @@ def score_videos(videos: Tensor, prompts: Sequence[str], scorers: Scorers, batch
     return {k: torch.cat(vs) for k, vs in out.items()}
 
 
-def run_settings(model: Backbone, steps: int, guidance: float, teacher_guidance: float | None) -> tuple[str, float]:
+def run_settings(
+    model: Backbone, steps: int, guidance: float, teacher_guidance: float | None
+) -> tuple[str, float]:
     """(sampler, guidance) for a run: students sample with consistency steps and embed `guidance`
     (T2V-Turbo convention); teachers use DDIM + CFG at `teacher_guidance` (default 1 + guidance,
     the CFG scale equivalent to the student's w)."""
@@ -155,7 +159,9 @@ def evaluate(
         seconds, evals, timesteps, fvd_fake = 0.0, 0, [], []
         for k, seed in enumerate(seeds):
             bar.set_postfix_str(f"{label} {n} steps seed {seed}")
-            gen = generate(model, prompts, n, g, int(seed), batch_size=batch_size, timestep_rule=timestep_rule)
+            gen = generate(
+                model, prompts, n, g, int(seed), batch_size=batch_size, timestep_rule=timestep_rule
+            )
             seconds += gen.seconds
             evals, timesteps = gen.unet_evals, gen.timesteps
             for name, val in score_videos(gen.videos, prompts, scorers, batch_size).items():

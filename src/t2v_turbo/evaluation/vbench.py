@@ -74,7 +74,9 @@ def export_vbench(
         raise UserError("no prompts given")
     names = [vbench_filename(p, 0, fmt) for p in unique]
     if len(set(names)) != len(names):
-        raise UserError("two prompts map to the same VBench file name (they differ only in '/' or control characters)")
+        raise UserError(
+            "two prompts map to the same VBench file name (they differ only in '/' or control characters)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fps = fps or model.native_fps
@@ -142,8 +144,10 @@ def run_vbench(
     mode=mode)`, VBench's documented Python entry point; its result files land in `output_dir`.
     """
     if not vbench_available():
-        print("vbench is not installed: skipping the VBench run (pip install vbench; see its README for "
-              "the extra checkpoints and detectron2). The exported folder is ready for it.")
+        print(
+            "vbench is not installed: skipping the VBench run (pip install vbench; see its README for "
+            "the extra checkpoints and detectron2). The exported folder is ready for it."
+        )
         return None
     import vbench
     from vbench import VBench
@@ -158,7 +162,12 @@ def run_vbench(
     )
     results = sorted(out.glob(f"{name}*eval_results.json"))
     summary = json.loads(results[-1].read_text()) if results else {}
-    return {"dimensions": list(dimensions), "mode": mode, "seconds": time.perf_counter() - t0, "results": summary}
+    return {
+        "dimensions": list(dimensions),
+        "mode": mode,
+        "seconds": time.perf_counter() - t0,
+        "results": summary,
+    }
 
 
 def cli(argv: list[str]) -> int:
@@ -167,12 +176,18 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="t2v-turbo export-vbench", description=__doc__.split("\n")[0])
     p.add_argument("prompts", nargs="*", help="prompts (in addition to --prompt-file / --moving-digits)")
     p.add_argument("--prompt-file", help="a text file with one prompt per line (VBench's prompt lists work)")
-    p.add_argument("--moving-digits", type=int, default=0, metavar="N", help="N canonical MovingDigits prompts")
+    p.add_argument(
+        "--moving-digits", type=int, default=0, metavar="N", help="N canonical MovingDigits prompts"
+    )
     p.add_argument("--prompt-seed", type=int, default=0)
     p.add_argument("--model", default="turbo", help="turbo | vcm | teacher or a checkpoint path")
     p.add_argument("--steps", type=int, default=None, help="default 4 for students, 50 for a teacher")
-    p.add_argument("--guidance", type=float, default=7.5,
-                   help="student w (T2V-Turbo convention) or a teacher's CFG scale")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=7.5,
+        help="student w (T2V-Turbo convention) or a teacher's CFG scale",
+    )
     p.add_argument("--num-per-prompt", type=int, default=VBENCH_NUM_PER_PROMPT)
     p.add_argument("--seed", type=int, default=0, help="index i uses seed + i")
     p.add_argument("--out-dir", default="vbench_videos")
@@ -196,13 +211,28 @@ def cli(argv: list[str]) -> int:
     if steps < 1:
         raise UserError("--steps must be >= 1")
     meta = export_vbench(
-        model, prompts, a.out_dir, steps, a.guidance, a.num_per_prompt, a.seed, a.fps, a.format, a.upscale,
-        a.batch_size, source=str(a.model), timestep_rule=a.timestep_rule,
+        model,
+        prompts,
+        a.out_dir,
+        steps,
+        a.guidance,
+        a.num_per_prompt,
+        a.seed,
+        a.fps,
+        a.format,
+        a.upscale,
+        a.batch_size,
+        source=str(a.model),
+        timestep_rule=a.timestep_rule,
     )
-    print(f"{meta['num_files']} videos ({meta['num_prompts']} prompts x {a.num_per_prompt}) in {a.out_dir}, "
-          f"metadata in {Path(a.out_dir, METADATA_FILE)}")
+    print(
+        f"{meta['num_files']} videos ({meta['num_prompts']} prompts x {a.num_per_prompt}) in {a.out_dir}, "
+        f"metadata in {Path(a.out_dir, METADATA_FILE)}"
+    )
     if a.run_vbench:
-        result = run_vbench(a.out_dir, Path(a.out_dir, "vbench_results"), a.dimensions, a.vbench_mode, device=a.device)
+        result = run_vbench(
+            a.out_dir, Path(a.out_dir, "vbench_results"), a.dimensions, a.vbench_mode, device=a.device
+        )
         if result is not None:
             meta["vbench"] = result
             Path(a.out_dir, METADATA_FILE).write_text(json.dumps(meta, indent=2))

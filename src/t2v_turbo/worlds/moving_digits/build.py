@@ -133,9 +133,10 @@ def train_vae(
 # ------------------------------------------------------------------------------------------ 2. text + rewards
 def train_text_and_rewards(
     out_dir: str | Path | None = None,
-    image_steps: int = 500,
-    video_steps: int = 500,
-    batch_size: int = 64,
+    image_steps: int = 300,
+    video_steps: int = 400,
+    batch_size: int = 48,
+    kinds: Sequence[str] = ("video", "image"),
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -150,6 +151,7 @@ def train_text_and_rewards(
         image_steps: contrastive steps of the image reward (one frame per video, `batch_size` videos).
         video_steps: contrastive steps of the video reward.
         batch_size: videos per step.
+        kinds: which rewards to train ("video" also exports the text encoder); both by default.
         seed: seeds inits and data.
         progress: show tqdm bars.
 
@@ -166,6 +168,8 @@ def train_text_and_rewards(
     tokenizer.save_pretrained(out / "tokenizer")
     info: dict = {"stage": "text_and_rewards"}
     for kind, steps in (("video", video_steps), ("image", image_steps)):
+        if kind not in kinds:
+            continue
         reward = (build_video_reward if kind == "video" else build_image_reward)(tokenizer, seed=seed)
         info[f"{kind}_train"] = train_reward(
             reward, steps=steps, batch_size=batch_size, seed=seed, progress=progress
@@ -174,7 +178,7 @@ def train_text_and_rewards(
         reward.save_pretrained(out / f"reward_{kind}")
         if kind == "video":
             text = CLIPTextModel(reward.text_encoder.config)
-            text.text_model.load_state_dict(reward.text_encoder.text_model.state_dict())
+            text.load_state_dict(reward.text_encoder.text_model.state_dict())
             text.eval().save_pretrained(out / "text_encoder")
     info["seconds"] = time.time() - t0
     _write_log(out / "logs", "text_and_rewards.json", info)
@@ -213,13 +217,14 @@ def train_teacher(
     out_dir: str | Path | None = None,
     steps: int = 3000,
     batch_size: int = 8,
-    lr: float = 1e-3,
+    lr: float = 8e-4,
     cond_dropout: float = 0.1,
     paraphrase_prob: float = 0.2,
     min_snr_gamma: float | None = 5.0,
     ema_decay: float = 0.998,
     eval_every: int = 0,
     eval_prompts: int = 56,
+    save_every_eval: bool = True,
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
@@ -241,6 +246,7 @@ def train_teacher(
         ema_decay: EMA decay of the saved weights.
         eval_every: every this many steps, judge EMA samples (DDIM 25, CFG 5) on `eval_prompts` prompts.
         eval_prompts: size of the seeded canonical-prompt subset for those checks.
+        save_every_eval: also save the EMA teacher at every evaluation.
         seed: seeds init, data and noise.
         progress: show a tqdm bar.
         callback: called as callback(step, eval_result) after each evaluation.
@@ -312,11 +318,13 @@ def train_teacher(
             res["step"] = step + 1
             res["elapsed"] = time.time() - t0
             evals.append(res)
+            if save_every_eval:  # a usable teacher on disk even if the run is stopped early
+                _save_teacher(backbone, unet, ema, out)
             tqdm.write(f"[teacher step {step + 1}] " + json.dumps({k: round(v, 3) for k, v in res.items()}))
             if callback is not None:
                 callback(step + 1, res)
+    _save_teacher(backbone, unet, ema, out)
     backbone.unet = ema
-    backbone.save_pretrained(out / "teacher", save_text=False)
     info = {
         "stage": "teacher",
         "steps": steps,
@@ -327,6 +335,14 @@ def train_teacher(
     }
     _write_log(out / "logs", "teacher.json", info)
     return info
+
+
+def _save_teacher(backbone, unet, ema, out: Path) -> None:
+    backbone.unet = ema
+    try:
+        backbone.save_pretrained(out / "teacher", save_text=False)
+    finally:
+        backbone.unet = unet
 
 
 def _eval_ema(backbone, unet, ema, prompts: list[str]) -> dict:

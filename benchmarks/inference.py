@@ -1,0 +1,161 @@
+"""Inference speed: T2V-Turbo at 1/2/4/8 steps vs the teacher's 50-step DDIM + CFG, and our sampling loop
+vs diffusers' pipeline machinery (an LCMScheduler loop) on the same UNet, VAE and text encoder.
+
+    python benchmarks/inference.py [--quick] [--batch 8] [--repeats 5] [--threads N]
+
+Every configuration generates the same batch of prompts end to end (text encoding, sampling, VAE
+decode), timed in interleaved rounds; the table reports the median seconds per video and UNet
+evaluations per video, the speed-up against the 50-step CFG teacher and the time ratio of our loop
+to the diffusers loop at the same step count (with the max |difference| of their videos as a parity
+check). Writes benchmarks/results/inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+STEPS = (1, 2, 4, 8)
+
+
+@torch.no_grad()
+def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed: int) -> torch.Tensor:
+    """The standard diffusers LCM loop on the backbone's own components: tokenizer + text encoder,
+    LCMScheduler.set_timesteps(timesteps=ours), `unet(...).sample` + `scheduler.step` per step, then a
+    batched per-frame VAE decode (as TextToVideoSDPipeline.decode_latents). Returns videos (B, 3, T, H, W)."""
+    from diffusers import LCMScheduler, LatentConsistencyModelPipeline
+
+    from t2v_turbo.models.base import guidance_to_w
+    from t2v_turbo.sampling import consistency_timesteps
+
+    g = torch.Generator().manual_seed(seed)
+    sched = LCMScheduler(
+        **model.schedule.to_config(),
+        original_inference_steps=50,
+        timestep_scaling=10.0,
+        clip_sample=False,
+        set_alpha_to_one=True,
+    )
+    sched.set_timesteps(timesteps=consistency_timesteps(num_steps))
+    ids = model.tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=model.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    cond = model.text_encoder(ids)[0]
+    w = torch.full((len(prompts),), guidance_to_w(guidance, model.guidance_convention))
+    w_emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, model.w_embedding_dim)
+    latents = torch.randn(model.latent_shape(len(prompts)), generator=g)
+    denoised = latents
+    for t in sched.timesteps:
+        eps = model.unet(latents, t, encoder_hidden_states=cond, timestep_cond=w_emb).sample
+        latents, denoised = sched.step(eps, t, latents, generator=g, return_dict=False)
+    b, c, f, h, w_ = denoised.shape
+    frames = (denoised / model.scaling_factor).permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w_)
+    video = model.vae.decode(frames).sample
+    return video.reshape(b, f, *video.shape[1:]).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer prompts and repeats")
+    p.add_argument("--batch", type=int, default=None, help="videos per generate call (default 8; quick 4)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; quick 2)")
+    p.add_argument("--teacher-steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=7.5, help="student w; the teacher uses CFG 1 + w")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    from t2v_turbo.pipeline import generate
+
+    threads = C.set_threads(a.threads)
+    batch = a.batch or (4 if a.quick else 8)
+    repeats = a.repeats or (2 if a.quick else 5)
+    info = C.machine()
+    teacher, student, note = C.load_models("turbo")
+    prompts = C.md_prompts(batch)
+
+    fns = {f"teacher-ddim{a.teacher_steps}-cfg": lambda: generate(teacher, prompts, a.teacher_steps, 1 + a.guidance, 0)}
+    for n in STEPS:
+        fns[f"turbo-{n}"] = lambda n=n: generate(student, prompts, n, a.guidance, 0)
+        fns[f"diffusers-lcm-{n}"] = lambda n=n: diffusers_lcm_generate(student, prompts, n, a.guidance, 0)
+    bar = tqdm(total=repeats * len(fns), desc="inference rounds")
+    times = C.interleaved_timings(fns, repeats, warmup=1, progress=bar)
+    bar.close()
+
+    parity = {}
+    for n in STEPS:
+        ours = generate(student, prompts, n, a.guidance, 0).videos
+        theirs = diffusers_lcm_generate(student, prompts, n, a.guidance, 0)
+        parity[n] = float((ours - theirs).abs().max())
+
+    per_video = {k: C.median(v) / batch for k, v in times.items()}
+    teacher_key = f"teacher-ddim{a.teacher_steps}-cfg"
+    t_teacher = per_video[teacher_key]
+    rows, records = [], []
+    evals = {teacher_key: 2 * a.teacher_steps}
+    rows.append([teacher_key, a.teacher_steps, 2 * a.teacher_steps, t_teacher, 1.0, "-", "-"])
+    for n in STEPS:
+        ours, theirs = per_video[f"turbo-{n}"], per_video[f"diffusers-lcm-{n}"]
+        rows.append([f"turbo-{n}", n, n, ours, t_teacher / ours, ours / theirs, f"{parity[n]:.1e}"])
+        rows.append([f"diffusers-lcm-{n}", n, n, theirs, t_teacher / theirs, 1.0, "-"])
+        evals[f"turbo-{n}"] = evals[f"diffusers-lcm-{n}"] = n
+    for k, v in times.items():
+        records.append({"config": k, "seconds_per_video": per_video[k], "unet_evals_per_video": evals[k], "raw_seconds": v})
+    headers = [
+        "config",
+        "steps",
+        "UNet evals/video",
+        "s/video (median)",
+        f"speed-up vs teacher {a.teacher_steps}-step CFG",
+        "time vs diffusers LCM loop (same steps)",
+        "max |ours - diffusers|",
+    ]
+    table = C.markdown(headers, rows)
+    speedup4 = t_teacher / per_video["turbo-4"]
+    loop_ratio = max(per_video[f"turbo-{n}"] / per_video[f"diffusers-lcm-{n}"] for n in STEPS)
+    targets = {
+        "turbo4_speedup_vs_teacher": speedup4,
+        "turbo4_speedup_target": 15.0,
+        "turbo4_speedup_met": speedup4 >= 15.0,
+        "worst_loop_time_ratio_vs_diffusers": loop_ratio,
+        "loop_ratio_target": 1.0,
+        "loop_ratio_met": loop_ratio <= 1.05,  # within timing noise
+    }
+    print(f"\n## Inference: {batch} videos per call, {repeats} interleaved rounds, median\n")
+    print(f"Machine: {C.machine_line(info)}. Models: {note}.\n")
+    print(table)
+    print(
+        f"\nTargets: 4-step T2V-Turbo {speedup4:.1f}x faster than the {a.teacher_steps}-step CFG teacher "
+        f"(target >= 15x: {'met' if targets['turbo4_speedup_met'] else 'MISSED'}); our loop / diffusers' "
+        f"loop worst case {loop_ratio:.2f} (target <= 1, 5% noise allowance: "
+        f"{'met' if targets['loop_ratio_met'] else 'MISSED'})."
+    )
+    payload = {
+        "benchmark": "inference",
+        "machine": info,
+        "threads": threads,
+        "models": note,
+        "batch": batch,
+        "repeats": repeats,
+        "guidance": a.guidance,
+        "teacher_guidance": 1 + a.guidance,
+        "results": records,
+        "parity_max_abs_diff": parity,
+        "targets": targets,
+        "table": table,
+    }
+    print(f"\nwrote {C.write_json('inference', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
