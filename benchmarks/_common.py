@@ -63,6 +63,9 @@ def world_sized_teacher(seed: int = 0):
             norm_num_groups=16,
             cross_attention_dim=64,
             attention_head_dim=8,
+            # passed explicitly: diffusers lists defaulted keys in `_use_default_values`, and
+            # `from_config` (used by make_student) then ignores an override of them
+            time_cond_proj_dim=None,
         )
         vae = AutoencoderKL(
             in_channels=3,

@@ -24,7 +24,7 @@ SHIPPED_MODELS = ("turbo", "vcm", "teacher")
 BACKBONES = {  # family -> "module:Class"
     "modelscope": "t2v_turbo.models.modelscope:DiffusersVideoBackbone",
     "animatediff": "t2v_turbo.models.modelscope:DiffusersVideoBackbone",
-    "videocrafter2": "t2v_turbo.models.videocrafter2:VideoCrafter2Backbone",
+    "videocrafter2": "t2v_turbo.models.videocrafter2:VideoCrafter2",
 }
 
 

@@ -1,5 +1,19 @@
-"""Backbone adapters behind one contract (see base.py)."""
+"""Backbone adapters behind one contract (see base.py). Adapters import their heavy stacks lazily:
+`from t2v_turbo.models.modelscope import DiffusersVideoBackbone`,
+`from t2v_turbo.models.videocrafter2 import VideoCrafter2, VC2Config, paper_recipe`."""
 
 from .base import Backbone, guidance_to_w, read_metadata
 
-__all__ = ["Backbone", "guidance_to_w", "read_metadata"]
+__all__ = ["Backbone", "guidance_to_w", "read_metadata", "VideoCrafter2", "VC2Config", "paper_recipe", "DiffusersVideoBackbone"]
+
+
+def __getattr__(name: str):
+    if name in ("VideoCrafter2", "VC2Config", "paper_recipe"):
+        from . import videocrafter2
+
+        return getattr(videocrafter2, name)
+    if name == "DiffusersVideoBackbone":
+        from .modelscope import DiffusersVideoBackbone
+
+        return DiffusersVideoBackbone
+    raise AttributeError(name)

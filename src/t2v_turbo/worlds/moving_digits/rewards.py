@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - diffusers is a core dependency
 
 
 class MDVideoEncoder(ModelMixin, ConfigMixin):
-    """Clip encoder: 3-D conv stack (3x3x3 kernels, GroupNorm, SiLU) -> global mean -> linear.
+    """Clip encoder: 3-D conv stack (3x3x3 kernels, GroupNorm, SiLU) -> global mean and max -> linear.
 
     Args:
         channels: channels of the four conv layers (strides (1,2,2), (1,2,2), (2,2,2), (2,2,2)).
@@ -55,11 +55,13 @@ class MDVideoEncoder(ModelMixin, ConfigMixin):
             layers += [nn.Conv3d(c_in, c, 3, stride=s, padding=1), nn.GroupNorm(8, c), nn.SiLU()]
             c_in = c
         self.body = nn.Sequential(*layers)
-        self.proj = nn.Linear(c_in, embed_dim)
+        self.proj = nn.Linear(2 * c_in, embed_dim)
 
     def forward(self, video: Tensor) -> Tensor:
         """video (B, 3, T, H, W) in [-1, 1] -> features (B, embed_dim) (not normalised)."""
-        return self.proj(self.body(video).mean(dim=(2, 3, 4)))
+        h = self.body(video)  # (B, C, T', h, w)
+        # mean and max over space-time: the glyph is small, a mean alone dilutes it in the background
+        return self.proj(torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1))
 
 
 class _TextCache:
