@@ -25,9 +25,19 @@ def test_presets_ship_with_the_package_and_top_level_links_point_there():
 
 def test_released_recipe_defaults():
     c = Config()
-    assert (c.optim.name, c.optim.lr, c.optim.scheduler, c.optim.grad_clip) == ("adamw", 1e-5, "constant", 1.0)
+    assert (c.optim.name, c.optim.lr, c.optim.scheduler, c.optim.grad_clip) == (
+        "adamw",
+        1e-5,
+        "constant",
+        1.0,
+    )
     assert (c.lora.dropout, c.lora.alpha) == (0.1, None)  # alpha None = rank: scale 1.0
-    assert (c.distill.w_min, c.distill.w_max, c.distill.huber_c, c.distill.loss_type) == (5.0, 15.0, 0.001, "huber")
+    assert (c.distill.w_min, c.distill.w_max, c.distill.huber_c, c.distill.loss_type) == (
+        5.0,
+        15.0,
+        0.001,
+        "huber",
+    )
     assert (c.distill.num_ddim_timesteps, c.distill.target, c.distill.ema_decay) == (50, "online", 0.95)
     assert (c.train.max_steps, c.train.batch_size, c.train.placement) == (10_000, 1, "all")
     step = c.distill.step_config()
@@ -41,10 +51,18 @@ def test_paper_presets():
     assert (ms.data.num_frames, ms.data.height, ms.data.width, ms.data.fps) == (16, 256, 256, 8)
     vc2 = load_config("vc2-lora")
     assert vc2.lora.rank == 64
-    assert [(r.name, r.weight, r.frames) for r in vc2.rewards] == [("hpsv2.1", 1.0, 5), ("internvideo2", 2.0, 4)]
+    assert [(r.name, r.weight, r.frames) for r in vc2.rewards] == [
+        ("hpsv2.1", 1.0, 5),
+        ("internvideo2", 2.0, 4),
+    ]
     assert (vc2.data.num_frames, vc2.data.height, vc2.data.width, vc2.data.fps) == (16, 320, 512, 16)
     for c in (ms, vc2):
-        assert (c.optim.lr, c.optim.scheduler, c.train.batch_size, c.train.max_steps) == (1e-5, "constant", 1, 10_000)
+        assert (c.optim.lr, c.optim.scheduler, c.train.batch_size, c.train.max_steps) == (
+            1e-5,
+            "constant",
+            1,
+            10_000,
+        )
         assert (c.train.mixed_precision, c.model.gradient_checkpointing) == ("bf16", True)
     md = load_config("moving-digits")
     assert md.model.teacher == "teacher" and md.data.source == "moving-digits"
@@ -52,11 +70,21 @@ def test_paper_presets():
 
 
 def test_dotted_overrides_are_typed():
-    c = load_config("moving-digits", [
-        "optim.lr=1e-4", "train.max_steps=7", "rewards.1.weight=5", "validation.steps=[1, 2, 8]",
-        "lora.alpha=null", "model.gradient_checkpointing=true", "distill.w_min=3", "rewards.0.ranks=[0]",
-        "train.placement=custom", "model.teacher=2024",
-    ])
+    c = load_config(
+        "moving-digits",
+        [
+            "optim.lr=1e-4",
+            "train.max_steps=7",
+            "rewards.1.weight=5",
+            "validation.steps=[1, 2, 8]",
+            "lora.alpha=null",
+            "model.gradient_checkpointing=true",
+            "distill.w_min=3",
+            "rewards.0.ranks=[0]",
+            "train.placement=custom",
+            "model.teacher=2024",
+        ],
+    )
     assert c.optim.lr == 1e-4 and isinstance(c.optim.lr, float)
     assert c.train.max_steps == 7 and c.rewards[1].weight == 5.0 and isinstance(c.rewards[1].weight, float)
     assert c.validation.steps == [1, 2, 8] and c.lora.alpha is None and c.model.gradient_checkpointing is True
@@ -74,15 +102,24 @@ def test_dotted_overrides_are_typed():
         ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
         ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
         ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
-        ("model.gradient_checkpointing=maybe", "model.gradient_checkpointing: expected true or false, got 'maybe'"),
+        (
+            "model.gradient_checkpointing=maybe",
+            "model.gradient_checkpointing: expected true or false, got 'maybe'",
+        ),
         ("distill.loss_type=l1", "distill.loss_type: 'l1' is not one of ['huber', 'l2']"),
         ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not one of ['no', 'bf16', 'fp16']"),
         ("distill.w_min=20", "distill.w_min must be in [0, distill.w_max], got 20.0..15.0"),
         ("rewards.5.weight=1", "rewards.5: no list item '5' (the list has 2 item(s))"),
-        ("rewards.0.color=red", "unknown config key rewards.0.color; valid keys: rewards.0.name, rewards.0.weight"),
+        (
+            "rewards.0.color=red",
+            "unknown config key rewards.0.color; valid keys: rewards.0.name, rewards.0.weight",
+        ),
         ("train.max_steps=0", "train.max_steps must be >= 1, got 0"),
         ("data.source=videos", "data.path is required for data.source=videos"),
-        ("rewards.0.ranks=[1]", "rewards.N.ranks / train.cd_ranks are set, but train.placement is not 'custom'"),
+        (
+            "rewards.0.ranks=[1]",
+            "rewards.N.ranks / train.cd_ranks are set, but train.placement is not 'custom'",
+        ),
         ("validation.steps=4", "validation.steps: expected a list, got 4"),
         ("no_equals_sign", "bad override 'no_equals_sign': expected key=value"),
         ("optim.lr.x=1", "cannot set optim.lr.x: optim.lr is a single value, not a section"),
@@ -101,7 +138,9 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "broken.yaml").write_text("train: {max_steps: [\n")
     with pytest.raises(UserError, match="invalid YAML"):
         load_config(str(tmp_path / "broken.yaml"))
-    with pytest.raises(UserError, match=r"config 'nope' not found: give a YAML path or a preset name \['moving-digits'"):
+    with pytest.raises(
+        UserError, match=r"config 'nope' not found: give a YAML path or a preset name \['moving-digits'"
+    ):
         load_config("nope")
 
 
@@ -121,7 +160,11 @@ def test_cli_dry_run_and_errors(capsys, tmp_path):
     assert out.startswith("# effective global batch: 2 videos") and "height: 320" in out
     assert cli.main(["distill", "vc2-lora", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown config key optim.lrr") and err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        err.startswith("error: unknown config key optim.lrr")
+        and err.count("\n") == 1
+        and "Traceback" not in err
+    )
     assert cli.main(["distill", "ms-lora", "--dry-run", "rewards.0.name=hpsv9"]) == 2
     assert "unknown reward(s) ['hpsv9']; valid:" in capsys.readouterr().err
     assert cli.main(["distill", "moving-digits", "model.teacher=" + str(tmp_path / "missing")]) == 2

@@ -13,7 +13,13 @@ from t2v_turbo.data import build_dataset
 from t2v_turbo.data.loader import KeyStream, Loader, SkipCounter, Skipped
 from t2v_turbo.data.prompts import PromptList, read_prompt_file
 from t2v_turbo.data.videos import (
-    ClipTooShort, VideoClips, decode_clip, list_csv, list_videos, resize_clip, sample_indices,
+    ClipTooShort,
+    VideoClips,
+    decode_clip,
+    list_csv,
+    list_videos,
+    resize_clip,
+    sample_indices,
 )
 from t2v_turbo.errors import UserError
 from t2v_turbo.video_io import write_video
@@ -104,7 +110,9 @@ def test_broken_files_are_skipped_and_counted(broken_folder):
     assert len(rows) == 10
     ds = VideoClips(rows, num_frames=4, height=16, width=16, fps=8)
     messages = []
-    loader = Loader(ds, batch_size=1, shuffle=False, skips=SkipCounter(max_warnings=3, printer=messages.append))
+    loader = Loader(
+        ds, batch_size=1, shuffle=False, skips=SkipCounter(max_warnings=3, printer=messages.append)
+    )
     batches = [next(loader) for _ in range(3)]  # sorted order: all 7 broken files come before the 3 good ones
     assert [b["prompts"] for b in batches] == [["gray clip 0"], ["gray clip 1"], ["gray clip 2"]]
     assert batches[0]["video"].shape == (1, 3, 4, 16, 16)
@@ -114,13 +122,18 @@ def test_broken_files_are_skipped_and_counted(broken_folder):
     assert dict(loader.skips.counts) == expected
     assert loader.skips.total == 7 and loader.position == 10
     assert len(messages) == 4 and "further skipped items" in messages[-1]  # 3 warnings, then one notice
-    assert loader.skips.summary() == "skipped 7 item(s): 2 empty caption, 1 empty file, 1 too short, 3 undecodable"
+    assert (
+        loader.skips.summary()
+        == "skipped 7 item(s): 2 empty caption, 1 empty file, 1 too short, 3 undecodable"
+    )
 
 
 def test_csv_with_missing_files_and_webvid_columns(broken_folder, tmp_path):
     webvid = tmp_path / "webvid.csv"
     (tmp_path / "videos" / "000001_000050").mkdir(parents=True)
-    (tmp_path / "videos" / "000001_000050" / "1066.mp4").write_bytes((broken_folder / "z_good0.mp4").read_bytes())
+    (tmp_path / "videos" / "000001_000050" / "1066.mp4").write_bytes(
+        (broken_folder / "z_good0.mp4").read_bytes()
+    )
     with webvid.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])

@@ -54,12 +54,15 @@ _ns: dict = {}
 exec(compile(REWARDS_SRC, "test_rewards", "exec"), _ns)
 NAN_CALLS, CALLS = _ns["NAN_CALLS"], _ns["CALLS"]
 
-RUNNER = REWARDS_SRC + '''
+RUNNER = (
+    REWARDS_SRC
+    + """
 import sys
 torch.set_num_threads(1)
 from t2v_turbo.cli import main
 sys.exit(main(sys.argv[1:]))
-'''
+"""
+)
 
 
 @pytest.fixture(autouse=True)
@@ -83,11 +86,20 @@ def videos(tmp_path_factory):
 
 def tiny(tmp_path: Path, videos: Path, **overrides) -> dict:
     cfg = {
-        "name": "tiny", "output_dir": str(tmp_path / "run"), "seed": 0,
+        "name": "tiny",
+        "output_dir": str(tmp_path / "run"),
+        "seed": 0,
         "model": {"teacher": "tiny", "w_embedding_dim": 32},
         "lora": {"rank": 4, "dropout": 0.1},
         "rewards": [{"name": "test-red", "weight": 1.0, "frames": 2}],
-        "data": {"source": "videos", "path": str(videos), "num_frames": 4, "height": 16, "width": 16, "fps": 8},
+        "data": {
+            "source": "videos",
+            "path": str(videos),
+            "num_frames": 4,
+            "height": 16,
+            "width": 16,
+            "fps": 8,
+        },
         "optim": {"lr": 1e-3},
         "train": {"max_steps": 3, "batch_size": 1, "progress": False},
         "checkpoint": {"every": 0, "limit": 1, "export": False},
@@ -102,7 +114,11 @@ def tiny(tmp_path: Path, videos: Path, **overrides) -> dict:
 
 
 def steps_of(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"skipped_step"' in line]
+    return [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"skipped_step"' in line
+    ]
 
 
 def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys):
@@ -111,8 +127,15 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     from t2v_turbo.training.models import build_student, load_teacher
 
     trackers = ["tensorboard"] if __import__("importlib").util.find_spec("tensorboard") else []
-    cfg = tiny(tmp_path, videos, train__max_steps=4, checkpoint__every=2, checkpoint__export=True,
-               validation={"prompts": ["a red square"], "steps": [1, 2]}, train__trackers=trackers)
+    cfg = tiny(
+        tmp_path,
+        videos,
+        train__max_steps=4,
+        checkpoint__every=2,
+        checkpoint__export=True,
+        validation={"prompts": ["a red square"], "steps": [1, 2]},
+        train__trackers=trackers,
+    )
     result = train(cfg)
     run = tmp_path / "run"
     rows = steps_of(run)
@@ -120,7 +143,11 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     assert all({"loss", "loss_cd", "reward/test-red", "w", "t", "lr"} <= set(r) for r in rows)
     assert all(r["loss"] == pytest.approx(r["loss_cd"] - r["reward/test-red"], abs=1e-6) for r in rows)
     assert all(5.0 <= r["w"] <= 15.0 and r["lr"] == 1e-3 for r in rows)
-    val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val/1step/test-red" in line]
+    val = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "val/1step/test-red" in line
+    ]
     assert len(val) == 1 and val[0]["step"] == 4 and "val/2step/test-red" in val[0]
     assert sorted(p.name for p in (run / "validation" / "step-00000004").iterdir()) == ["1-step", "2-step"]
     assert (run / "validation" / "step-00000004" / "1-step" / "a red square-0.mp4").stat().st_size > 0
@@ -136,7 +163,9 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     lora = load_file(str(result.lora_path))
     assert lora and all("lora_" in k for k in lora)
     trained = load_file(str(run / "checkpoints" / "step-00000004" / "trainable.safetensors"))
-    assert sum(float(v.abs().sum()) for k, v in trained.items() if "lora_B" in k) > 0  # LoRA up moved off zero
+    assert (
+        sum(float(v.abs().sum()) for k, v in trained.items() if "lora_B" in k) > 0
+    )  # LoRA up moved off zero
     c = load_config(cfg)
     torch.manual_seed(0)
     rebuilt = build_student(c, load_teacher(c))
@@ -152,7 +181,14 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
 
 
 def test_ema_target_follows_the_lcm_update(tmp_path, videos):
-    cfg = tiny(tmp_path, videos, train__max_steps=1, checkpoint__every=1, distill__target="ema", distill__ema_decay=0.9)
+    cfg = tiny(
+        tmp_path,
+        videos,
+        train__max_steps=1,
+        checkpoint__every=1,
+        distill__target="ema",
+        distill__ema_decay=0.9,
+    )
     train(cfg)
     ck = tmp_path / "run" / "checkpoints" / "step-00000001"
     student, ema = load_file(str(ck / "trainable.safetensors")), load_file(str(ck / "ema.safetensors"))
@@ -167,16 +203,27 @@ def test_a_nan_step_is_skipped_with_weights_and_optimizer_untouched(tmp_path, vi
     NAN_CALLS.clear()
     NAN_CALLS.add(2)
     CALLS[0] = 0
-    cfg = tiny(tmp_path, videos, rewards=[{"name": "test-nan", "frames": 2}], checkpoint__every=1, checkpoint__limit=5)
+    cfg = tiny(
+        tmp_path,
+        videos,
+        rewards=[{"name": "test-nan", "frames": 2}],
+        checkpoint__every=1,
+        checkpoint__limit=5,
+    )
     result = train(cfg)
     run = tmp_path / "run"
     rows = steps_of(run)
     assert result.nan_steps == 1 and [r["skipped_step"] for r in rows] == [False, True, False]
     assert rows[1]["nan_steps"] == 1 and "loss" in rows[0]
-    w = {s: load_file(str(run / "checkpoints" / f"step-{s:08d}" / "trainable.safetensors")) for s in (1, 2, 3)}
+    w = {
+        s: load_file(str(run / "checkpoints" / f"step-{s:08d}" / "trainable.safetensors")) for s in (1, 2, 3)
+    }
     assert all(torch.equal(w[1][k], w[2][k]) for k in w[1])  # the NaN step changed nothing
     assert not all(torch.equal(w[2][k], w[3][k]) for k in w[2])  # the next one trains again
-    opt = {s: torch.load(run / "checkpoints" / f"step-{s:08d}" / "optimizer.pt", weights_only=True) for s in (1, 2)}
+    opt = {
+        s: torch.load(run / "checkpoints" / f"step-{s:08d}" / "optimizer.pt", weights_only=True)
+        for s in (1, 2)
+    }
     assert opt[1]["state"][0]["step"] == opt[2]["state"][0]["step"] == 1
     assert torch.equal(opt[1]["state"][0]["exp_avg"], opt[2]["state"][0]["exp_avg"])
     NAN_CALLS.clear()
@@ -186,17 +233,31 @@ def test_repeated_nans_stop_the_run_with_one_line_and_the_checkpoint_intact(tmp_
     NAN_CALLS.clear()
     NAN_CALLS.update({3, 4, 5, 6})
     CALLS[0] = 0
-    cfg = tiny(tmp_path, videos, rewards=[{"name": "test-nan", "frames": 2}], checkpoint__every=1, checkpoint__limit=3,
-               train__max_steps=10, train__max_nan_steps=2)
+    cfg = tiny(
+        tmp_path,
+        videos,
+        rewards=[{"name": "test-nan", "frames": 2}],
+        checkpoint__every=1,
+        checkpoint__limit=3,
+        train__max_steps=10,
+        train__max_nan_steps=2,
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli.main(["distill", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: stopped at step 4: 2 consecutive steps had a non-finite loss") and "\n" not in err
+    assert (
+        err.startswith("error: stopped at step 4: 2 consecutive steps had a non-finite loss")
+        and "\n" not in err
+    )
     assert err.endswith("step-00000004") or "last good checkpoint" in err
     run = tmp_path / "run"
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert ckpts == ["step-00000001", "step-00000002", "step-00000003"]  # the run stopped before saving step 4
+    assert ckpts == [
+        "step-00000001",
+        "step-00000002",
+        "step-00000003",
+    ]  # the run stopped before saving step 4
     w2 = load_file(str(run / "checkpoints" / "step-00000002" / "trainable.safetensors"))
     w3 = load_file(str(run / "checkpoints" / "step-00000003" / "trainable.safetensors"))
     assert all(torch.equal(w2[k], w3[k]) for k in w2)  # step 3 was skipped: the last good weights
@@ -215,19 +276,30 @@ def test_placement_is_validated_and_reweighting_is_explicit():
     cfg = load_config(None, {"rewards": specs, "train.placement": "released"})
     p = resolve_placement(cfg, terms, 8)
     assert p.ranks == {CD: [0, 1, 2, 3, 4, 5], "test-red": [0, 1, 2, 3, 4, 5], "test-motion": [6, 7]}
-    assert p.effective_weights({CD: 1.0, "test-red": 1.0, "test-motion": 2.0}) == {CD: 0.75, "test-red": 0.75, "test-motion": 0.5}
-    assert "test-motion      weight 2 on ranks [6, 7] -> effective 0.5" in p.describe({CD: 1.0, "test-red": 1.0, "test-motion": 2.0})
+    assert p.effective_weights({CD: 1.0, "test-red": 1.0, "test-motion": 2.0}) == {
+        CD: 0.75,
+        "test-red": 0.75,
+        "test-motion": 0.5,
+    }
+    assert "test-motion      weight 2 on ranks [6, 7] -> effective 0.5" in p.describe(
+        {CD: 1.0, "test-red": 1.0, "test-motion": 2.0}
+    )
     with pytest.raises(UserError, match="needs >= 2 processes"):
         resolve_placement(cfg, terms, 1)
     default = resolve_placement(load_config(None, {"rewards": specs}), terms, 3)
     assert all(r == [0, 1, 2] for r in default.ranks.values())
-    custom = load_config(None, {"rewards": [specs[0] | {"ranks": [3]}, specs[1]], "train.placement": "custom"})
+    custom = load_config(
+        None, {"rewards": [specs[0] | {"ranks": [3]}, specs[1]], "train.placement": "custom"}
+    )
     with pytest.raises(UserError, match=r"names rank\(s\) \[3\], but this run has 2 process"):
         resolve_placement(custom, terms, 2)
     nobody = load_config(None, {"rewards": specs, "train.placement": "custom", "train.cd_ranks": []})
     with pytest.raises(UserError, match="puts 'consistency' on no rank"):
         resolve_placement(nobody, terms, 2)
-    idle = load_config(None, {"rewards": [s | {"ranks": [0]} for s in specs], "train.placement": "custom", "train.cd_ranks": [0]})
+    idle = load_config(
+        None,
+        {"rewards": [s | {"ranks": [0]} for s in specs], "train.placement": "custom", "train.cd_ranks": [0]},
+    )
     with pytest.raises(UserError, match=r"gives rank\(s\) \[1\] no loss term"):
         resolve_placement(idle, terms, 2)
 
@@ -235,9 +307,25 @@ def test_placement_is_validated_and_reweighting_is_explicit():
 def test_full_finetune_with_accumulation_checkpointing_and_prompt_source(tmp_path, videos):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square\na blue sky\n")
-    cfg = tiny(tmp_path, videos, lora={"rank": 0}, train__max_steps=2, train__grad_accum=2, train__batch_size=2,
-               model__gradient_checkpointing=True, model__w_embedding_dim=32, checkpoint__export=True,
-               data={"source": "prompts", "path": str(prompts), "num_frames": 4, "height": 16, "width": 16, "teacher_steps": 2})
+    cfg = tiny(
+        tmp_path,
+        videos,
+        lora={"rank": 0},
+        train__max_steps=2,
+        train__grad_accum=2,
+        train__batch_size=2,
+        model__gradient_checkpointing=True,
+        model__w_embedding_dim=32,
+        checkpoint__export=True,
+        data={
+            "source": "prompts",
+            "path": str(prompts),
+            "num_frames": 4,
+            "height": 16,
+            "width": 16,
+            "teacher_steps": 2,
+        },
+    )
     result = train(cfg)
     rows = steps_of(tmp_path / "run")
     assert len(rows) == 2 and all(r["loss_cd"] > 0 for r in rows)
@@ -256,10 +344,26 @@ def test_train_from_a_precomputed_latent_cache(tmp_path, videos):
     cfg = tiny(tmp_path, videos)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert cli.main(["precompute", str(path), "--out", str(tmp_path / "cache"), "--batch-size", "1", "--shard-size", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "precompute",
+                str(path),
+                "--out",
+                str(tmp_path / "cache"),
+                "--batch-size",
+                "1",
+                "--shard-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     cache = LatentCache(tmp_path / "cache")
     assert len(cache) == 6 and cache.index["shards"] == [
-        {"file": "shard-00000.safetensors", "count": 4}, {"file": "shard-00001.safetensors", "count": 2}]
+        {"file": "shard-00000.safetensors", "count": 4},
+        {"file": "shard-00001.safetensors", "count": 2},
+    ]
     item = cache[(0, 0)]
     teacher = load_teacher(load_config(cfg))
     path0, caption0 = list_videos(videos)[0]
@@ -269,7 +373,9 @@ def test_train_from_a_precomputed_latent_cache(tmp_path, videos):
     z = teacher.encode_video(clip["video"][None], generator=torch.Generator().manual_seed(0))
     assert item["prompt"] == caption0 and torch.equal(item["latents"], z[0])
     assert torch.equal(item["cond"], teacher.encode_prompt([caption0])[0])
-    result = train(tiny(tmp_path, videos, data={"source": "cache", "path": str(tmp_path / "cache")}, train__max_steps=2))
+    result = train(
+        tiny(tmp_path, videos, data={"source": "cache", "path": str(tmp_path / "cache")}, train__max_steps=2)
+    )
     assert result.step == 2 and len(steps_of(tmp_path / "run")) == 2
 
 
@@ -290,7 +396,13 @@ def test_broken_videos_never_stop_a_run(tmp_path, videos):
     # CSV order (no shuffle): the 7 broken rows come first, then 6 good clips; 6 steps consume all 13 once
     result = train(tiny(tmp_path, root / "list.csv", train__max_steps=6, data__shuffle=False))
     assert result.step == 6
-    assert result.skipped == {"empty file": 1, "undecodable": 3, "too short": 1, "missing file": 1, "empty caption": 1}
+    assert result.skipped == {
+        "empty file": 1,
+        "undecodable": 3,
+        "too short": 1,
+        "missing file": 1,
+        "empty caption": 1,
+    }
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["skipped"] == result.skipped
 
@@ -312,8 +424,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, videos, caps
     train(base | {"output_dir": str(tmp_path / "full")})  # uninterrupted, in this process
     killed_cfg = tmp_path / "killed.yaml"
     killed_cfg.write_text(yaml.safe_dump(base | {"output_dir": str(tmp_path / "killed")}))
-    proc = subprocess.Popen([sys.executable, str(runner), "distill", str(killed_cfg)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(runner), "distill", str(killed_cfg)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = tmp_path / "killed" / "checkpoints" / "step-00000003" / "state.json"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -331,7 +447,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, videos, caps
     full, killed = steps_of(tmp_path / "full"), steps_of(tmp_path / "killed")
     assert [r["step"] for r in killed] == list(range(1, 10))  # lines after the checkpoint were rewritten once
     keys = ["loss", "loss_cd", "reward/test-red", "w", "t"]
-    assert [[r[k] for k in keys] for r in killed] == [[r[k] for k in keys] for r in full]  # before and after the kill
+    assert [[r[k] for k in keys] for r in killed] == [
+        [r[k] for k in keys] for r in full
+    ]  # before and after the kill
     a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000009" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "step-00000009" / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -340,18 +458,47 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, videos, caps
 def test_two_processes_through_accelerate_launch(tmp_path, videos):
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
-    cfg = tiny(tmp_path, videos, train__max_steps=4, checkpoint__every=2, checkpoint__limit=5, train__placement="released",
-               rewards=[{"name": "test-red", "weight": 1.0, "frames": 2}, {"name": "test-motion", "weight": 2.0, "frames": 2}])
+    cfg = tiny(
+        tmp_path,
+        videos,
+        train__max_steps=4,
+        checkpoint__every=2,
+        checkpoint__limit=5,
+        train__placement="released",
+        rewards=[
+            {"name": "test-red", "weight": 1.0, "frames": 2},
+            {"name": "test-motion", "weight": 2.0, "frames": 2},
+        ],
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(runner), "distill", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(runner),
+        "distill",
+        str(path),
+    ]
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "consistency      weight 1 on ranks [0] -> effective 0.5" in out.stdout
     assert "test-motion      weight 2 on ranks [1] -> effective 1" in out.stdout
-    assert "effective global batch: 2 videos per optimizer step = 1 per process x 1 accumulation x 2 process(es)" in out.stdout
+    assert (
+        "effective global batch: 2 videos per optimizer step = 1 per process x 1 accumulation x 2 process(es)"
+        in out.stdout
+    )
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(set(summary["rank_weights_sha256"])) == 1

@@ -403,7 +403,9 @@ def find_preset(name_or_path: str | os.PathLike) -> Path:
     shipped = PRESET_DIR / f"{stem}.yaml"
     if str(path.parent) in (".", "") and shipped.is_file():
         return shipped
-    raise UserError(f"config {str(name_or_path)!r} not found: give a YAML path or a preset name {list_presets()}")
+    raise UserError(
+        f"config {str(name_or_path)!r} not found: give a YAML path or a preset name {list_presets()}"
+    )
 
 
 def read_yaml(path: Path) -> dict:
@@ -453,18 +455,29 @@ def validate(cfg: Config) -> None:
     bad = [x for x in t.trackers if x not in ("tensorboard", "wandb")]
     need(not bad, f"train.trackers: unknown {bad}; valid: ['tensorboard', 'wandb']")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
-    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+    need(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        f"optim.betas must be two numbers in [0, 1), got {o.betas}",
+    )
     need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
     need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
     need(0 <= d.w_min <= d.w_max, f"distill.w_min must be in [0, distill.w_max], got {d.w_min}..{d.w_max}")
     need(d.huber_c > 0, f"distill.huber_c must be > 0, got {d.huber_c}")
     need(0 <= d.ema_decay < 1, f"distill.ema_decay must be in [0, 1), got {d.ema_decay}")
-    need(1 <= d.num_ddim_timesteps <= 1000, f"distill.num_ddim_timesteps must be in [1, 1000], got {d.num_ddim_timesteps}")
+    need(
+        1 <= d.num_ddim_timesteps <= 1000,
+        f"distill.num_ddim_timesteps must be in [1, 1000], got {d.num_ddim_timesteps}",
+    )
     need(cfg.lora.rank >= 0, f"lora.rank must be >= 0 (0 = full fine-tuning), got {cfg.lora.rank}")
     need(0 <= cfg.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}")
-    need(cfg.model.w_embedding_dim >= 2 and cfg.model.w_embedding_dim % 2 == 0,
-         f"model.w_embedding_dim must be an even number >= 2, got {cfg.model.w_embedding_dim}")
-    need(bool(cfg.model.teacher), "model.teacher is empty: give 'tiny', a shipped model name or a checkpoint path")
+    need(
+        cfg.model.w_embedding_dim >= 2 and cfg.model.w_embedding_dim % 2 == 0,
+        f"model.w_embedding_dim must be an even number >= 2, got {cfg.model.w_embedding_dim}",
+    )
+    need(
+        bool(cfg.model.teacher),
+        "model.teacher is empty: give 'tiny', a shipped model name or a checkpoint path",
+    )
     for i, r in enumerate(cfg.rewards):
         need(bool(r.name), f"rewards.{i}.name is empty")
         need(r.frames is None or r.frames >= 1, f"rewards.{i}.frames must be >= 1, got {r.frames}")
@@ -472,15 +485,23 @@ def validate(cfg: Config) -> None:
     names = [r.name for r in cfg.rewards]
     need(len(set(names)) == len(names), f"rewards: each reward name may appear once, got {names}")
     if t.placement != "custom":
-        need(t.cd_ranks is None and all(r.ranks is None for r in cfg.rewards),
-             "rewards.N.ranks / train.cd_ranks are set, but train.placement is not 'custom'")
-    need(cfg.data.source == "moving-digits" or bool(cfg.data.path), f"data.path is required for data.source={cfg.data.source}")
+        need(
+            t.cd_ranks is None and all(r.ranks is None for r in cfg.rewards),
+            "rewards.N.ranks / train.cd_ranks are set, but train.placement is not 'custom'",
+        )
+    need(
+        cfg.data.source == "moving-digits" or bool(cfg.data.path),
+        f"data.path is required for data.source={cfg.data.source}",
+    )
     for name in ("num_frames", "height", "width"):
         x = getattr(cfg.data, name)
         need(x is None or x >= 1, f"data.{name} must be >= 1, got {x}")
     need(cfg.data.fps is None or cfg.data.fps > 0, f"data.fps must be > 0, got {cfg.data.fps}")
     need(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
-    need(cfg.checkpoint.every >= 0, f"checkpoint.every must be >= 0 (0 = only at the end), got {cfg.checkpoint.every}")
+    need(
+        cfg.checkpoint.every >= 0,
+        f"checkpoint.every must be >= 0 (0 = only at the end), got {cfg.checkpoint.every}",
+    )
     need(cfg.checkpoint.limit >= 1, f"checkpoint.limit must be >= 1, got {cfg.checkpoint.limit}")
     need(v.every >= 0, f"validation.every must be >= 0, got {v.every}")
     need(all(s >= 1 for s in v.steps), f"validation.steps must be >= 1, got {v.steps}")

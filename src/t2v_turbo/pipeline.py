@@ -222,10 +222,14 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--fps", type=int, default=None, help="default: the model's native fps")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscale factor for small videos")
     p.add_argument("--timestep-rule", choices=["t2v-turbo", "diffusers"], default="t2v-turbo")
+    p.add_argument("--base", default=None, help="base model (VAE + text encoder) for a UNet-only or LoRA checkpoint")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     prompts = read_prompts(a.prompts, a.prompt_file)
-    model = load_backbone(a.model, device=a.device)
+    try:
+        model = load_backbone(a.model, device=a.device, **({"base": a.base} if a.base else {}))
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot load model {a.model!r}: {e}") from e
     steps = a.steps or (4 if model.w_embedding_dim is not None else 50)
     if steps < 1:
         raise UserError("--steps must be >= 1")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import random
 import sys
 import time
@@ -57,35 +56,6 @@ def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step, micro]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _reward_specs(cfg: Config) -> list[dict]:
-    specs = []
-    for r in cfg.rewards:
-        spec = {"name": r.name, "weight": r.weight, **r.options}
-        if r.frames is not None:
-            spec["frames"] = r.frames
-        if r.path is not None:
-            spec["path"] = r.path
-        specs.append(spec)
-    return specs
-
-
-def build_reward_terms(cfg: Config):
-    from .rewards.base import build_rewards
-
-    try:
-        return build_rewards(_reward_specs(cfg))
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(f"rewards: {e}") from None
-
-
 def _prepare_batch(batch, teacher, cfg, g, dev):
     """(z0, cond, prompts) from a loader batch: encode videos, or use cached latents, or sample the teacher."""
     prompts = batch["prompts"]
@@ -98,7 +68,9 @@ def _prepare_batch(batch, teacher, cfg, g, dev):
             from .pipeline import generate
 
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-            z0 = generate(teacher, prompts, cfg.data.teacher_steps, cfg.data.teacher_guidance, seed, decode=False).videos
+            z0 = generate(
+                teacher, prompts, cfg.data.teacher_steps, cfg.data.teacher_guidance, seed, decode=False
+            ).videos
         cond = batch["cond"].to(dev) if "cond" in batch else teacher.encode_prompt(prompts)
     return z0.to(dev).float(), cond, prompts
 
@@ -119,7 +91,18 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     from .training import checkpoint as ckpt
     from .training.metrics import MetricsLog, available_trackers, plot_metrics
     from .training.models import (
-        build_student, load_into, load_teacher, make_optimizer, make_scheduler, make_target, named_like, trainable_state,
+        build_reward_terms,
+        build_student,
+        export,
+        load_into,
+        load_teacher,
+        make_optimizer,
+        make_scheduler,
+        make_target,
+        named_like,
+        swap_unet,
+        trainable_state,
+        weights_sha256,
     )
     from .training.placement import CD, resolve_placement, reward_only_step
     from .training.validation import run_validation, validation_prompts
@@ -137,7 +120,9 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         raise UserError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
     print_ = printer or tqdm.write
     trackers = available_trackers(t.trackers, print_)
-    acc = Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=str(run))
+    acc = Accelerator(
+        cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=str(run)
+    )
     rank, world, main, dev = acc.process_index, acc.num_processes, acc.is_main_process, acc.device
 
     def say(msg: str) -> None:
@@ -185,7 +170,9 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         scheduler.load_state_dict(loaded["scheduler"])
         state = loaded["state"]
         if state["world_size"] != world:
-            say(f"warning: checkpoint written by {state['world_size']} process(es), resuming on {world}: data restarts")
+            say(
+                f"warning: checkpoint written by {state['world_size']} process(es), resuming on {world}: data restarts"
+            )
             state["positions"] = [0] * world
             state["world_size"] = world
         else:
@@ -196,13 +183,21 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         (run / "config.yaml").write_text(cfg.to_yaml())
         say(describe(cfg, world))
     if trackers:
-        acc.init_trackers(cfg.name, config={"lr": cfg.optim.lr, "max_steps": t.max_steps, "batch_size": t.batch_size})
+        acc.init_trackers(
+            cfg.name, config={"lr": cfg.optim.lr, "max_steps": t.max_steps, "batch_size": t.batch_size}
+        )
     log = MetricsLog(run, acc, state["step"] if resume_from else None, enabled=main)
 
     # 5. Data: this rank's stream from its saved position; skipped items are counted, never fatal.
     size = clip_size(cfg.data, teacher)
-    loader = build_loader(cfg, size, rank, world, state["positions"][rank],
-                          printer=print_ if main else (lambda m: print_(f"[rank {rank}] {m}")))
+    loader = build_loader(
+        cfg,
+        size,
+        rank,
+        world,
+        state["positions"][rank],
+        printer=print_ if main else (lambda m: print_(f"[rank {rank}] {m}")),
+    )
     if resume_from is not None and len(state.get("skipped", [])) == world:
         loader.skips.counts.update(state["skipped"][rank])
     uncond = teacher.encode_prompt([""])
@@ -218,26 +213,53 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             trainable = trainable_state(raw_unet)
             ema = named_like(target.unet, trainable) if target is not None else None
             st = {**state, "step": step, "positions": positions, "skipped": skips, "written_by_rank": rank}
-            path = ckpt.save_checkpoint(run, step, trainable, optimizer.state_dict(), scheduler.state_dict(),
-                                        rngs, st, cfg.to_yaml(), ema, cfg.checkpoint.limit)
+            path = ckpt.save_checkpoint(
+                run,
+                step,
+                trainable,
+                optimizer.state_dict(),
+                scheduler.state_dict(),
+                rngs,
+                st,
+                cfg.to_yaml(),
+                ema,
+                cfg.checkpoint.limit,
+            )
         acc.wait_for_everyone()
         return path
 
     def validate_now(step: int) -> None:
         if main and val_prompts:
-            with acc.autocast(), _swap_unet(student, raw_unet):
-                out = run_validation(student, val_prompts, cfg.validation.steps, local_terms,
-                                     run / "validation" / f"step-{step:08d}" if cfg.validation.save_videos else None,
-                                     cfg.validation.guidance, cfg.validation.seed, cfg.validation.fps)
+            with acc.autocast(), swap_unet(student, raw_unet):
+                out = run_validation(
+                    student,
+                    val_prompts,
+                    cfg.validation.steps,
+                    local_terms,
+                    run / "validation" / f"step-{step:08d}" if cfg.validation.save_videos else None,
+                    cfg.validation.guidance,
+                    cfg.validation.seed,
+                    cfg.validation.fps,
+                )
             log.log(step, out)
             say(f"step {step} validation: " + ", ".join(f"{k[4:]}={v:.4g}" for k, v in out.items()))
         acc.wait_for_everyone()
 
     # 6. The loop.
-    bar = tqdm(total=t.max_steps, initial=state["step"], disable=not (main and t.progress), desc=cfg.name, dynamic_ncols=True)
+    bar = tqdm(
+        total=t.max_steps,
+        initial=state["step"],
+        disable=not (main and t.progress),
+        desc=cfg.name,
+        dynamic_ncols=True,
+    )
     consecutive_bad, last_ckpt, loop_start, first_step = 0, None, time.perf_counter(), state["step"]
     for step in range(state["step"], t.max_steps):
-        sums, counts, bad = torch.zeros(len(keys), dtype=torch.float64), torch.zeros(len(keys), dtype=torch.float64), 0.0
+        sums, counts, bad = (
+            torch.zeros(len(keys), dtype=torch.float64),
+            torch.zeros(len(keys), dtype=torch.float64),
+            0.0,
+        )
         for micro in range(t.grad_accum):
             batch = next(loader)
             seed = step_seed(cfg.seed, rank, step, micro)
@@ -249,7 +271,19 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             with contextlib.nullcontext() if sync else acc.no_sync(student.unet):
                 with acc.autocast():
                     if do_cd:
-                        out = distill_step(student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g)
+                        out = distill_step(
+                            student,
+                            teacher,
+                            solver,
+                            z0,
+                            prompts,
+                            cond,
+                            uncond,
+                            local_terms,
+                            step_cfg,
+                            target,
+                            g,
+                        )
                     else:
                         out = reward_only_step(student, solver, z0, prompts, cond, local_terms, step_cfg, g)
                 # backward even when non-finite: DDP needs every rank's backward; the step is skipped below
@@ -262,7 +296,9 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
                     sums[i] += float(out[k].detach())
                     counts[i] += 1
         # one collective per step: loss-term sums and counts, and whether any rank saw a non-finite loss
-        totals = acc.reduce(torch.cat([sums, counts, torch.tensor([bad], dtype=torch.float64)]).to(dev), "sum").cpu()
+        totals = acc.reduce(
+            torch.cat([sums, counts, torch.tensor([bad], dtype=torch.float64)]).to(dev), "sum"
+        ).cpu()
         ok = totals[-1].item() == 0
         if ok:  # clip (returns the global norm); a non-finite gradient also skips the step
             norm = acc.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"))
@@ -279,12 +315,25 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         done = step + 1
 
         # log: per-term means over micro-steps and ranks
-        means = {k: float(totals[i] / totals[len(keys) + i]) for i, k in enumerate(keys) if totals[len(keys) + i] > 0}
-        row = {**means, "lr": scheduler.get_last_lr()[0], "skipped_step": not ok, "nan_steps": state["nan_steps"],
-               "data_skipped": loader.skips.total, "time": time.perf_counter() - start_time}
+        means = {
+            k: float(totals[i] / totals[len(keys) + i])
+            for i, k in enumerate(keys)
+            if totals[len(keys) + i] > 0
+        }
+        row = {
+            **means,
+            "lr": scheduler.get_last_lr()[0],
+            "skipped_step": not ok,
+            "nan_steps": state["nan_steps"],
+            "data_skipped": loader.skips.total,
+            "time": time.perf_counter() - start_time,
+        }
         if done % t.log_every == 0 or done == t.max_steps:
             log.log(done, row)
-        bar.set_postfix({k.replace("reward/", "r/"): f"{v:.4g}" for k, v in means.items() if k not in ("w", "t")}, refresh=False)
+        bar.set_postfix(
+            {k.replace("reward/", "r/"): f"{v:.4g}" for k, v in means.items() if k not in ("w", "t")},
+            refresh=False,
+        )
         bar.update(1)
         if consecutive_bad >= t.max_nan_steps:
             bar.close()
@@ -307,68 +356,44 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     for counts_ in gather_object([dict(loader.skips.counts)]):
         skipped.update(counts_)
     shas = gather_object([weights_sha256(trainable_state(raw_unet))])
-    result = TrainResult(run, done, last_checkpoint=last_ckpt, metrics=run / "metrics.jsonl",
-                         nan_steps=state["nan_steps"], skipped=dict(skipped))
+    result = TrainResult(
+        run,
+        done,
+        last_checkpoint=last_ckpt,
+        metrics=run / "metrics.jsonl",
+        nan_steps=state["nan_steps"],
+        skipped=dict(skipped),
+    )
     if main:
         if cfg.checkpoint.export:
-            result.lora_path, result.student_dir = _export(student, raw_unet, cfg, run)
+            result.lora_path, result.student_dir = export(student, raw_unet, cfg, run)
         result.plot = plot_metrics(run / "metrics.jsonl", run / "loss.png", cfg.name)
         result.seconds = time.perf_counter() - start_time
         steps_run = done - first_step
         rate = steps_run / max(time.perf_counter() - loop_start, 1e-9)
-        summary = {"step": done, "steps_this_session": steps_run, "steps_per_second": rate, "world_size": world,
-                   "nan_steps": state["nan_steps"], "skipped": result.skipped, "rank_weights_sha256": shas,
-                   "seconds": result.seconds}
+        summary = {
+            "step": done,
+            "steps_this_session": steps_run,
+            "steps_per_second": rate,
+            "world_size": world,
+            "nan_steps": state["nan_steps"],
+            "skipped": result.skipped,
+            "rank_weights_sha256": shas,
+            "seconds": result.seconds,
+        }
         (run / "summary.json").write_text(__import__("json").dumps(summary, indent=2))
         if len(set(shas)) > 1:
             say(f"warning: ranks ended with different weights: {shas}")
         total = sum(skipped.values())
         reasons = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
-        say(f"skipped {total} data item(s){': ' + reasons if total else ''}; {state['nan_steps']} non-finite step(s) skipped")
+        say(
+            f"skipped {total} data item(s){': ' + reasons if total else ''}; {state['nan_steps']} non-finite step(s) skipped"
+        )
         say(f"done: {done} steps in {result.seconds:.1f}s ({rate:.3g} steps/s) -> {run}")
     acc.wait_for_everyone()
     if trackers:
         acc.end_training()
     return result
-
-
-@contextlib.contextmanager
-def _swap_unet(backbone, unet):
-    """Temporarily give `backbone` its unwrapped UNet (sampling and export bypass DDP)."""
-    wrapped = backbone.unet
-    backbone.unet = unet
-    try:
-        yield backbone
-    finally:
-        backbone.unet = wrapped
-
-
-def _export(student, raw_unet, cfg: Config, run: Path) -> tuple[Path | None, Path]:
-    """Write lora.safetensors (peft keys; LoRA runs only) and the merged student in its native format."""
-    from safetensors.torch import save_file
-
-    from .models.lora import has_lora, lora_state_dict
-
-    lora_path = None
-    with _swap_unet(student, raw_unet):
-        if has_lora(raw_unet):
-            lora_path = run / "lora.safetensors"
-            meta = {"rank": str(cfg.lora.rank), "alpha": str(cfg.lora.alpha or cfg.lora.rank), "teacher": cfg.model.teacher,
-                    "w_embedding_dim": str(cfg.model.w_embedding_dim), "guidance_convention": student.guidance_convention,
-                    "format": "peft"}
-            save_file({k: v.contiguous().cpu() for k, v in lora_state_dict(raw_unet).items()}, str(lora_path), meta)
-        student.unet.eval()
-        student.save_pretrained(run / "student")  # merges a LoRA into a copy of the weights
-    return lora_path, run / "student"
-
-
-def _check_reward_names(cfg: Config) -> None:
-    from .rewards import _register_builtin  # noqa: F401
-    from .rewards.base import REWARDS
-
-    unknown = [r.name for r in cfg.rewards if r.name not in REWARDS]
-    if unknown:
-        raise UserError(f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
 
 
 def cli(argv: list[str]) -> int:
@@ -381,11 +406,15 @@ def cli(argv: list[str]) -> int:
     )
     p.add_argument("config", help=f"a preset name ({', '.join(list_presets())}) or a YAML path")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 train.max_steps=100")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the global batch, then exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and the global batch, then exit"
+    )
     a = p.parse_intermixed_args(argv)
     cfg = load_config(a.config, a.overrides)
     if a.dry_run:
-        _check_reward_names(cfg)
+        from .training.models import check_reward_names
+
+        check_reward_names(cfg)
         print(describe(cfg))
         return 0
     result = train(cfg)

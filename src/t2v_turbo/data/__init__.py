@@ -52,7 +52,13 @@ def build_loader(cfg, size: tuple, rank: int = 0, world: int = 1, start: int = 0
     """A resumable loader of `cfg.train.batch_size` items per batch for this rank, from position `start`."""
     dataset = build_dataset(cfg, size, rank, world)
     return Loader(
-        dataset, cfg.train.batch_size, seed=cfg.seed, rank=rank, world=world, start=start,
-        num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle and cfg.data.source != "moving-digits",
+        dataset,
+        cfg.train.batch_size,
+        seed=cfg.seed,
+        rank=rank,
+        world=world,
+        start=start,
+        num_workers=cfg.data.num_workers,
+        shuffle=cfg.data.shuffle and cfg.data.source != "moving-digits",
         skips=SkipCounter(cfg.data.max_warnings, printer),
     )

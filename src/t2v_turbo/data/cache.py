@@ -36,7 +36,9 @@ class LatentCache(Dataset):
         self.path = Path(path)
         index_file = self.path / "index.json"
         if not index_file.exists():
-            raise UserError(f"{self.path} is not a latent cache (no index.json); build one with `t2v-turbo precompute`")
+            raise UserError(
+                f"{self.path} is not a latent cache (no index.json); build one with `t2v-turbo precompute`"
+            )
         self.index = json.loads(index_file.read_text())
         if self.index.get("format") != FORMAT:
             raise UserError(f"{index_file}: not a {FORMAT} index")
@@ -80,15 +82,24 @@ def _write_shard(path: Path, latents: list, conds: list, captions: list, dtype: 
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".part")
-    tensors = {"latents": torch.stack(latents).to(dtype).contiguous(), "cond": torch.stack(conds).to(dtype).contiguous()}
+    tensors = {
+        "latents": torch.stack(latents).to(dtype).contiguous(),
+        "cond": torch.stack(conds).to(dtype).contiguous(),
+    }
     save_file(tensors, str(tmp), metadata={"captions": json.dumps(captions)})
     tmp.replace(path)
 
 
 @torch.no_grad()
 def precompute(
-    cfg, out: str | Path, limit: int | None = None, batch_size: int = 8, shard_size: int = 1024,
-    dtype: str = "float32", device: str = "cpu", printer=print,
+    cfg,
+    out: str | Path,
+    limit: int | None = None,
+    batch_size: int = 8,
+    shard_size: int = 1024,
+    dtype: str = "float32",
+    device: str = "cpu",
+    printer=print,
 ) -> dict:
     """Encode the config's data source once with its teacher's VAE and text encoder; returns the index.
 
@@ -156,19 +167,32 @@ def precompute(
         raise UserError(f"no usable videos to encode ({skips.summary()})")
     from safetensors.torch import save_file
 
-    save_file({"uncond": teacher.encode_prompt([""]).float().cpu().contiguous()}, str(out / "uncond.safetensors"))
+    save_file(
+        {"uncond": teacher.encode_prompt([""]).float().cpu().contiguous()}, str(out / "uncond.safetensors")
+    )
     index = {
-        "format": FORMAT, "version": 1, "count": count, "teacher": cfg.model.teacher,
-        "latent_shape": list(teacher.latent_shape(1, size[0])[1:]), "cond_shape": None, "dtype": dtype,
-        "resolution": list(size[:3]), "fps": size[3], "resize": cfg.data.resize,
-        "source": {"kind": cfg.data.source, "path": cfg.data.path}, "shards": shards, "skipped": dict(skips.counts),
+        "format": FORMAT,
+        "version": 1,
+        "count": count,
+        "teacher": cfg.model.teacher,
+        "latent_shape": list(teacher.latent_shape(1, size[0])[1:]),
+        "cond_shape": None,
+        "dtype": dtype,
+        "resolution": list(size[:3]),
+        "fps": size[3],
+        "resize": cfg.data.resize,
+        "source": {"kind": cfg.data.source, "path": cfg.data.path},
+        "shards": shards,
+        "skipped": dict(skips.counts),
     }
     from safetensors import safe_open
 
     with safe_open(str(out / shards[0]["file"]), framework="pt") as f:
         index["cond_shape"] = list(f.get_slice("cond").get_shape()[1:])
     (out / "index.json").write_text(json.dumps(index, indent=2))
-    printer(f"cached {count} videos in {len(shards)} shard(s) at {out} in {time.perf_counter() - start:.1f}s; {skips.summary()}")
+    printer(
+        f"cached {count} videos in {len(shards)} shard(s) at {out} in {time.perf_counter() - start:.1f}s; {skips.summary()}"
+    )
     return index
 
 
@@ -176,7 +200,9 @@ def cli(argv: list[str]) -> int:
     """`t2v-turbo precompute CONFIG [key=value ...] --out DIR`."""
     from ..config import load_config
 
-    p = argparse.ArgumentParser(prog="t2v-turbo precompute", description="Encode a dataset once into a latent cache.")
+    p = argparse.ArgumentParser(
+        prog="t2v-turbo precompute", description="Encode a dataset once into a latent cache."
+    )
     p.add_argument("config", help="preset name or YAML path (its model.teacher and data section are used)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.path=videos.csv")
     p.add_argument("--out", required=True, help="cache folder to write")

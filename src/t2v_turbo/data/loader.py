@@ -59,10 +59,19 @@ class KeyStream(Sampler):
     """Endless (epoch, index) keys for one rank: draw g = p * world + rank of a seeded permutation
     per epoch (identity when shuffle is off), starting at this rank's position `start`."""
 
-    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1, start: int = 0, shuffle: bool = True):
+    def __init__(
+        self, length: int, seed: int, rank: int = 0, world: int = 1, start: int = 0, shuffle: bool = True
+    ):
         if length < 1:
             raise UserError("the dataset is empty")
-        self.length, self.seed, self.rank, self.world, self.start, self.shuffle = length, seed, rank, world, start, shuffle
+        self.length, self.seed, self.rank, self.world, self.start, self.shuffle = (
+            length,
+            seed,
+            rank,
+            world,
+            start,
+            shuffle,
+        )
         self._epoch, self._perm = -1, None
 
     def key(self, p: int) -> tuple[int, int]:
@@ -124,11 +133,15 @@ class Loader:
         self.skips = skips or SkipCounter()
         if isinstance(dataset, IterableDataset):
             dataset.start = start  # the iterable source skips what was consumed before
-            self._loader = DataLoader(dataset, batch_size=None, num_workers=min(num_workers, 1), collate_fn=_identity)
+            self._loader = DataLoader(
+                dataset, batch_size=None, num_workers=min(num_workers, 1), collate_fn=_identity
+            )
             limit = 10_000
         else:
             sampler = KeyStream(len(dataset), seed, rank, world, start, shuffle)
-            self._loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity)
+            self._loader = DataLoader(
+                dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity
+            )
             limit = max(100, len(dataset))
         self.max_consecutive_skips = max_consecutive_skips or limit
         self._it: Iterator | None = None
@@ -151,7 +164,9 @@ class Loader:
                 self.skips.add(item)
                 self._run += 1
                 if self._run >= self.max_consecutive_skips:
-                    raise UserError(f"no usable training items: {self._run} in a row were skipped ({self.skips.summary()})")
+                    raise UserError(
+                        f"no usable training items: {self._run} in a row were skipped ({self.skips.summary()})"
+                    )
                 continue
             self._run = 0
             items.append(item)

@@ -66,7 +66,9 @@ class ShardClips(IterableDataset):
         _require_webdataset()
         urls = expand_shards(pattern)
         if len(urls) < world:
-            raise UserError(f"{len(urls)} webdataset shard(s) for {world} processes: every process needs at least one")
+            raise UserError(
+                f"{len(urls)} webdataset shard(s) for {world} processes: every process needs at least one"
+            )
         self.urls, self.rank, self.world, self.seed, self.clip = urls[rank::world], rank, world, seed, clip
         self.epochs = epochs
         self.start = 0
@@ -78,8 +80,12 @@ class ShardClips(IterableDataset):
             order = np.random.default_rng([self.seed, self.rank, epoch]).permutation(len(self.urls))
             urls = [self.urls[i] for i in order]
             source = wds.WebDataset(
-                urls, shardshuffle=False, nodesplitter=_identity, workersplitter=_identity,
-                empty_check=False, handler=wds.warn_and_continue,
+                urls,
+                shardshuffle=False,
+                nodesplitter=_identity,
+                workersplitter=_identity,
+                empty_check=False,
+                handler=wds.warn_and_continue,
             )
             seen = 0
             for sample in source:
@@ -89,14 +95,20 @@ class ShardClips(IterableDataset):
                     continue
                 yield self._decode(sample, position)
             if seen == 0:
-                raise UserError(f"the webdataset shards of rank {self.rank} hold no readable samples: {urls[:3]}...")
+                raise UserError(
+                    f"the webdataset shards of rank {self.rank} hold no readable samples: {urls[:3]}..."
+                )
             epoch += 1
 
     def _decode(self, sample: dict, position: int) -> dict | Skipped:
         key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
         video = next((sample[k] for k in sample if "." + k.lower() in VIDEO_SUFFIXES), None)
         if video is None:
-            return Skipped("missing file", key, f"no video member among {sorted(k for k in sample if not k.startswith('__'))}")
+            return Skipped(
+                "missing file",
+                key,
+                f"no video member among {sorted(k for k in sample if not k.startswith('__'))}",
+            )
         text = sample.get("txt") or sample.get("caption") or b""
         caption = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
         rng = np.random.default_rng([self.seed, self.rank, position])

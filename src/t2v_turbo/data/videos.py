@@ -35,12 +35,16 @@ class ClipTooShort(VideoDecodeError):
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def sample_indices(total: int, src_fps: float, num_frames: int, fps: float, rng: np.random.Generator) -> list[int]:
+def sample_indices(
+    total: int, src_fps: float, num_frames: int, fps: float, rng: np.random.Generator
+) -> list[int]:
     """Source frame indices for `num_frames` frames at `fps` from a random start (raises ClipTooShort)."""
     step = src_fps / fps if src_fps > 0 else 1.0
     span = (num_frames - 1) * step  # in source frames
     if total < math.floor(span) + 1:
-        raise ClipTooShort(f"{total} frames, need {math.floor(span) + 1} for {num_frames} frames at {fps:g} fps")
+        raise ClipTooShort(
+            f"{total} frames, need {math.floor(span) + 1} for {num_frames} frames at {fps:g} fps"
+        )
     start = rng.uniform(0.0, total - 1 - span) if total - 1 - span > 0 else 0.0
     return [min(int(round(start + k * step)), total - 1) for k in range(num_frames)]
 
@@ -82,7 +86,9 @@ def decode_clip(
                     if i >= wanted[-1]:
                         break
                 if len(frames) < len(set(wanted)):
-                    raise ClipTooShort(f"{name}: stream ended after {len(frames)} of the needed frames (truncated?)")
+                    raise ClipTooShort(
+                        f"{name}: stream ended after {len(frames)} of the needed frames (truncated?)"
+                    )
                 return np.stack([frames[i] for i in wanted])
             decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     except VideoDecodeError:
@@ -101,7 +107,9 @@ def resize_clip(frames: np.ndarray, height: int, width: int, mode: str = "crop")
     mode "crop": scale the short side to cover the target (aspect preserved), then center-crop;
     mode "stretch": resize straight to (height, width) (the released code's behaviour).
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (T, 3, H, W)
+    x = (
+        torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    )  # (T, 3, H, W)
     h, w = x.shape[-2:]
     if mode == "stretch":
         size = (height, width)
@@ -162,7 +170,11 @@ def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str]]:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         path_col, cap_col = _pick(columns, PATH_COLUMNS), _pick(columns, CAPTION_COLUMNS)
-        vid_col, page_col, url_col = _pick(columns, ("videoid",)), _pick(columns, ("page_dir",)), _pick(columns, ("contenturl",))
+        vid_col, page_col, url_col = (
+            _pick(columns, ("videoid",)),
+            _pick(columns, ("page_dir",)),
+            _pick(columns, ("contenturl",)),
+        )
         if cap_col is None or (path_col is None and vid_col is None):
             raise UserError(
                 f"{path}: cannot find the video and caption columns in {columns}; expected e.g. "
@@ -221,7 +233,16 @@ class VideoClips(Dataset):
         seed: base seed of the random start of each draw.
     """
 
-    def __init__(self, rows, num_frames: int, height: int, width: int, fps: float | None, resize: str = "crop", seed: int = 0):
+    def __init__(
+        self,
+        rows,
+        num_frames: int,
+        height: int,
+        width: int,
+        fps: float | None,
+        resize: str = "crop",
+        seed: int = 0,
+    ):
         self.rows, self.num_frames, self.height, self.width = list(rows), num_frames, height, width
         self.fps, self.resize, self.seed = fps, resize, seed
 
@@ -232,4 +253,6 @@ class VideoClips(Dataset):
         epoch, i = key
         path, caption = self.rows[i]
         rng = np.random.default_rng([self.seed, epoch, i])
-        return load_clip(path, caption, self.num_frames, self.height, self.width, self.fps, self.resize, rng, str(path))
+        return load_clip(
+            path, caption, self.num_frames, self.height, self.width, self.fps, self.resize, rng, str(path)
+        )

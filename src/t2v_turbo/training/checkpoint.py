@@ -101,9 +101,15 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     meta = {"step": str(step)}
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"), meta)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in trainable.items()},
+        str(tmp / "trainable.safetensors"),
+        meta,
+    )
     if ema is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"), meta)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"), meta
+        )
     torch.save(optimizer, tmp / "optimizer.pt")
     torch.save(scheduler, tmp / "scheduler.pt")
     torch.save(rng, tmp / "rng.pt")
@@ -146,3 +152,27 @@ def load_checkpoint(path: str | Path) -> dict:
         }
     except FileNotFoundError as e:
         raise UserError(f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing") from None
+
+
+def restore(path: Path, raw_unet, target, optimizer, scheduler, rank: int, world: int, say=print) -> dict:
+    """Load a checkpoint into the live objects; returns the loop state (step, positions, counters).
+
+    When the world size changed, the data streams restart (positions cannot be mapped) and RNG
+    states are not restored; weights, EMA, optimizer and scheduler always are.
+    """
+    from .models import load_into
+
+    loaded = load_checkpoint(path)
+    load_into(raw_unet, loaded["trainable"], "weights")
+    if target is not None and loaded["ema"] is not None:
+        load_into(target.unet, loaded["ema"], "EMA weights")
+    optimizer.load_state_dict(loaded["optimizer"])
+    scheduler.load_state_dict(loaded["scheduler"])
+    state = loaded["state"]
+    if state["world_size"] == world:
+        set_rng_state(loaded["rng"][rank])
+    else:
+        say(f"warning: checkpoint of {state['world_size']} process(es) resumed on {world}: data streams restart")
+        state.update(positions=[0] * world, skipped=[{} for _ in range(world)], world_size=world)
+    say(f"resumed from {path} at step {state['step']}")
+    return state

@@ -16,7 +16,9 @@ def available_trackers(asked: list[str], printer=print) -> list[str]:
     out = []
     for name in asked:
         if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
-            printer(f"warning: train.trackers asks for {name}, which is not installed (pip install {name}); skipping it")
+            printer(
+                f"warning: train.trackers asks for {name}, which is not installed (pip install {name}); skipping it"
+            )
         else:
             out.append(name)
     return out
@@ -60,6 +62,16 @@ class MetricsLog:
             self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
 
+def finish_message(done: int, seconds: float, rate: float, skipped: dict, nan_steps: int, run: Path) -> str:
+    """The last lines a run prints: what was skipped and how fast it went."""
+    total = sum(skipped.values())
+    reasons = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
+    return (
+        f"skipped {total} data item(s){': ' + reasons if total else ''}; {nan_steps} non-finite step(s) skipped\n"
+        f"done: {done} steps in {seconds:.1f}s ({rate:.3g} steps/s) -> {run}"
+    )
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -85,7 +97,10 @@ def plot_metrics(metrics_path: str | Path, out: str | Path, title: str = "") -> 
     val_rows = [r for r in rows if any(k.startswith("val/") for k in r)]
     if not train_rows:
         return None
-    panels = [("loss terms", ["loss", "loss_cd"]), ("reward terms (train)", sorted({k for r in train_rows for k in r if k.startswith("reward/")}))]
+    panels = [
+        ("loss terms", ["loss", "loss_cd"]),
+        ("reward terms (train)", sorted({k for r in train_rows for k in r if k.startswith("reward/")})),
+    ]
     val_keys = sorted({k for r in val_rows for k in r if k.startswith("val/") and not k.endswith("seconds")})
     if val_keys:
         panels.append(("validation rewards", val_keys))

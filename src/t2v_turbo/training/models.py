@@ -1,6 +1,11 @@
-"""Build the roles of a run from its config: teacher (frozen), student (LoRA or full), EMA target, rewards."""
+"""Build the roles of a run from its config (teacher, student, EMA target, rewards, optimizer) and
+export the result (the LoRA alone, the merged student in its native format)."""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,7 +23,9 @@ def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
         d = cfg.data
         if d.width is not None and d.height is not None and d.width != d.height:
             raise UserError("the tiny teacher makes square videos: set data.height == data.width")
-        teacher = tiny_modelscope(seed=cfg.model.tiny_seed, frames=d.num_frames or 4, size=d.height or d.width or 16)
+        teacher = tiny_modelscope(
+            seed=cfg.model.tiny_seed, frames=d.num_frames or 4, size=d.height or d.width or 16
+        )
     else:
         from ..pipeline import load_backbone
 
@@ -69,7 +76,9 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
         raise UserError(f"checkpoint {what} does not fit this model: unknown tensors {missing[:5]}")
     for n, t in state.items():
         if params[n].shape != t.shape:
-            raise UserError(f"checkpoint {what}: {n} has shape {tuple(t.shape)}, the model {tuple(params[n].shape)}")
+            raise UserError(
+                f"checkpoint {what}: {n} has shape {tuple(t.shape)}, the model {tuple(params[n].shape)}"
+            )
         params[n].copy_(t.to(params[n].dtype))
 
 
@@ -80,7 +89,9 @@ def make_optimizer(cfg, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         try:
             import bitsandbytes as bnb
         except ModuleNotFoundError:
-            raise UserError("optim.name=adamw8bit needs bitsandbytes: pip install 't2v-turbo[bnb]' (or optim.name=adamw)") from None
+            raise UserError(
+                "optim.name=adamw8bit needs bitsandbytes: pip install 't2v-turbo[bnb]' (or optim.name=adamw)"
+            ) from None
         return bnb.optim.AdamW8bit(params, **kw)
     return torch.optim.AdamW(params, **kw)
 
@@ -89,5 +100,87 @@ def make_scheduler(cfg, optimizer: torch.optim.Optimizer):
     from diffusers.optimization import get_scheduler
 
     return get_scheduler(
-        cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.train.max_steps
+        cfg.optim.scheduler,
+        optimizer,
+        num_warmup_steps=cfg.optim.warmup_steps,
+        num_training_steps=cfg.train.max_steps,
     )
+
+
+def reward_specs(cfg) -> list[dict]:
+    """`cfg.rewards` as `rewards.build_rewards` specs."""
+    specs = []
+    for r in cfg.rewards:
+        spec = {"name": r.name, "weight": r.weight, **r.options}
+        if r.frames is not None:
+            spec["frames"] = r.frames
+        if r.path is not None:
+            spec["path"] = r.path
+        specs.append(spec)
+    return specs
+
+
+def check_reward_names(cfg) -> None:
+    """Fail early (UserError) on reward names the registry does not know."""
+    from ..rewards import _register_builtin  # noqa: F401
+    from ..rewards.base import REWARDS
+
+    unknown = [r.name for r in cfg.rewards if r.name not in REWARDS]
+    if unknown:
+        raise UserError(f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
+
+
+def build_reward_terms(cfg):
+    """The reward mixture (frozen reward models); bad names or missing checkpoints are UserErrors."""
+    from ..rewards.base import build_rewards
+
+    check_reward_names(cfg)
+    try:
+        return build_rewards(reward_specs(cfg))
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"rewards: {e}") from None
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of named tensors (to check that DDP ranks hold identical weights)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def swap_unet(backbone: Backbone, unet: nn.Module):
+    """Temporarily give `backbone` another UNet (the unwrapped one: sampling and export bypass DDP)."""
+    wrapped = backbone.unet
+    backbone.unet = unet
+    try:
+        yield backbone
+    finally:
+        backbone.unet = wrapped
+
+
+def export(student: Backbone, raw_unet: nn.Module, cfg, run: Path) -> tuple[Path | None, Path]:
+    """Write `lora.safetensors` (peft keys; LoRA runs only) and the merged student in its native format."""
+    from safetensors.torch import save_file
+
+    from ..models.lora import has_lora, lora_state_dict
+
+    lora_path = None
+    with swap_unet(student, raw_unet):
+        if has_lora(raw_unet):
+            lora_path = run / "lora.safetensors"
+            meta = {
+                "format": "peft",
+                "rank": str(cfg.lora.rank),
+                "alpha": str(cfg.lora.alpha or cfg.lora.rank),
+                "teacher": cfg.model.teacher,
+                "w_embedding_dim": str(cfg.model.w_embedding_dim),
+                "guidance_convention": student.guidance_convention,
+            }
+            tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(raw_unet).items()}
+            save_file(tensors, str(lora_path), meta)
+        student.unet.eval()
+        student.save_pretrained(run / "student")  # merges a LoRA into a copy of the weights
+    return lora_path, run / "student"

@@ -74,7 +74,9 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
     for n, r in ranks.items():
         bad = [x for x in r if not 0 <= x < world]
         if bad:
-            raise UserError(f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) (ranks 0..{world - 1})")
+            raise UserError(
+                f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) (ranks 0..{world - 1})"
+            )
         if not r:
             raise UserError(f"placement puts {n!r} on no rank: the term would be silently dropped")
     idle = [k for k in range(world) if not any(k in r for r in ranks.values())]

@@ -43,7 +43,9 @@ def run_validation(
             gen = generate(student, list(prompts), num_steps=n, guidance=guidance, seed=seed)
             results[f"val/{n}step/seconds"] = gen.seconds
             if out_dir is not None:
-                save_videos(gen, Path(out_dir) / f"{n}-step", list(range(len(prompts))), fps or student.native_fps)
+                save_videos(
+                    gen, Path(out_dir) / f"{n}-step", list(range(len(prompts))), fps or student.native_fps
+                )
             g = torch.Generator().manual_seed(seed)
             for term in terms:
                 frames = term.model.select_frames(gen.videos.shape[2], g)
