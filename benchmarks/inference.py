@@ -30,7 +30,7 @@ def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed
     """The standard diffusers LCM loop on the backbone's own components: tokenizer + text encoder,
     LCMScheduler.set_timesteps(timesteps=ours), `unet(...).sample` + `scheduler.step` per step, then a
     batched per-frame VAE decode (as TextToVideoSDPipeline.decode_latents). Returns videos (B, 3, T, H, W)."""
-    from diffusers import LCMScheduler, LatentConsistencyModelPipeline
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 
     from t2v_turbo.models.base import guidance_to_w
     from t2v_turbo.sampling import consistency_timesteps
@@ -83,10 +83,30 @@ def main(argv=None) -> int:
     teacher, student, note = C.load_models("turbo")
     prompts = C.md_prompts(batch)
 
-    fns = {f"teacher-ddim{a.teacher_steps}-cfg": lambda: generate(teacher, prompts, a.teacher_steps, 1 + a.guidance, 0)}
+    fns = {
+        f"teacher-ddim{a.teacher_steps}-cfg": lambda: generate(
+            teacher, prompts, a.teacher_steps, 1 + a.guidance, 0
+        )
+    }
     for n in STEPS:
         fns[f"turbo-{n}"] = lambda n=n: generate(student, prompts, n, a.guidance, 0)
         fns[f"diffusers-lcm-{n}"] = lambda n=n: diffusers_lcm_generate(student, prompts, n, a.guidance, 0)
+    # components, for the breakdown of where the time goes
+    cond = student.encode_prompt(prompts)
+    z = torch.randn(student.latent_shape(batch))
+    tb = torch.full((batch,), 999)
+    w_emb = student.w_embedding(a.guidance, batch)
+    t_cond = teacher.encode_prompt(prompts)
+    both = torch.cat([t_cond, teacher.encode_prompt([""]).expand_as(t_cond)])
+    parts = {
+        "part: text encoder (B prompts)": lambda: student.encode_prompt(prompts),
+        "part: student UNet call (B)": lambda: student.model_output(z, tb, cond, w_emb),
+        "part: teacher UNet call, CFG batch (2B)": lambda: teacher.model_output(
+            torch.cat([z, z]), torch.cat([tb, tb]), both
+        ),
+        "part: VAE decode (B videos)": lambda: student.decode_latents(z),
+    }
+    fns.update({k: torch.no_grad()(f) for k, f in parts.items()})
     bar = tqdm(total=repeats * len(fns), desc="inference rounds")
     times = C.interleaved_timings(fns, repeats, warmup=1, progress=bar)
     bar.close()
@@ -109,7 +129,16 @@ def main(argv=None) -> int:
         rows.append([f"diffusers-lcm-{n}", n, n, theirs, t_teacher / theirs, 1.0, "-"])
         evals[f"turbo-{n}"] = evals[f"diffusers-lcm-{n}"] = n
     for k, v in times.items():
-        records.append({"config": k, "seconds_per_video": per_video[k], "unet_evals_per_video": evals[k], "raw_seconds": v})
+        if k.startswith("part: "):
+            continue
+        records.append(
+            {
+                "config": k,
+                "seconds_per_video": per_video[k],
+                "unet_evals_per_video": evals[k],
+                "raw_seconds": v,
+            }
+        )
     headers = [
         "config",
         "steps",
@@ -133,6 +162,23 @@ def main(argv=None) -> int:
     print(f"\n## Inference: {batch} videos per call, {repeats} interleaved rounds, median\n")
     print(f"Machine: {C.machine_line(info)}. Models: {note}.\n")
     print(table)
+    part_rows = [[k.removeprefix("part: "), per_video[k] * batch, per_video[k]] for k in parts]
+    a4 = sum(per_video[k] for k in parts) - per_video["part: teacher UNet call, CFG batch (2B)"]
+    model_4 = a4 + 3 * per_video["part: student UNet call (B)"]
+    model_t = (
+        2 * per_video["part: text encoder (B prompts)"]
+        + a.teacher_steps * per_video["part: teacher UNet call, CFG batch (2B)"]
+        + per_video["part: VAE decode (B videos)"]
+    )
+    breakdown = C.markdown(["component", "s per call (median)", "s per video"], part_rows)
+    print("\nWhere the time goes:\n")
+    print(breakdown)
+    print(
+        f"\nSum of parts: 4-step T2V-Turbo {model_4:.4f} s/video (measured {per_video['turbo-4']:.4f}); "
+        f"teacher {model_t:.4f} s/video (measured {t_teacher:.4f}). A CFG step batches cond + uncond, so it "
+        f"costs {per_video['part: teacher UNet call, CFG batch (2B)'] / per_video['part: student UNet call (B)']:.2f}x "
+        "a student step, not 2x: the ideal speed-up is below the 25x ratio of UNet evaluations."
+    )
     print(
         f"\nTargets: 4-step T2V-Turbo {speedup4:.1f}x faster than the {a.teacher_steps}-step CFG teacher "
         f"(target >= 15x: {'met' if targets['turbo4_speedup_met'] else 'MISSED'}); our loop / diffusers' "
@@ -152,6 +198,7 @@ def main(argv=None) -> int:
         "parity_max_abs_diff": parity,
         "targets": targets,
         "table": table,
+        "breakdown": breakdown,
     }
     print(f"\nwrote {C.write_json('inference', payload)}")
     return 0

@@ -63,7 +63,10 @@ def build_rewards(shipped: bool):
     from t2v_turbo.rewards.base import RewardTerm, build_rewards
 
     if shipped:
-        specs = [{"name": "md-image", "weight": 1.0, "frames": 5}, {"name": "md-video", "weight": 2.0, "frames": 8}]
+        specs = [
+            {"name": "md-image", "weight": 1.0, "frames": 5},
+            {"name": "md-video", "weight": 2.0, "frames": 8},
+        ]
         return build_rewards(specs), "shipped md-image (w 1, 5 frames) + md-video (w 2, 8 frames)"
     from t2v_turbo.worlds.moving_digits.rewards import build_image_reward, build_video_reward
 
@@ -107,13 +110,29 @@ def worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool) 
     def step() -> dict:
         if config in ("t2v-turbo", "vcm"):
             terms = distill_step(
-                student, teacher, solver, z0, captions, cond, uncond, rewards if config == "t2v-turbo" else (), cfg,
+                student,
+                teacher,
+                solver,
+                z0,
+                captions,
+                cond,
+                uncond,
+                rewards if config == "t2v-turbo" else (),
+                cfg,
                 generator=g,
             )
         else:
             k = int(config.removeprefix("chain-k"))
             terms = chain_reward_step(
-                student, captions, rewards, CHAIN_STEPS, k, 7.5, g, decode_checkpointing=decode_ckpt, cond=cond
+                student,
+                captions,
+                rewards,
+                CHAIN_STEPS,
+                k,
+                7.5,
+                g,
+                decode_checkpointing=decode_ckpt,
+                cond=cond,
             )
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -138,7 +157,10 @@ def worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool) 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     if cuda:
-        peak_mb, how = (torch.cuda.max_memory_allocated() - base) / 2**20, "torch.cuda.max_memory_allocated - allocated"
+        peak_mb, how = (
+            (torch.cuda.max_memory_allocated() - base) / 2**20,
+            "torch.cuda.max_memory_allocated - allocated",
+        )
     elif peak_reset and base_rss is not None:
         peak_mb, how = (_status_kb("VmHWM") - base_rss) / 1024, "VmHWM (reset) - VmRSS at steady state"
     else:
@@ -168,8 +190,18 @@ def run_config(config: str, a) -> dict:
     # freed tensors go back to the OS at once, so the resident set tracks live memory
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     env.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
-    cmd = [sys.executable, __file__, "--worker", config, "--batch", str(a.batch), "--steps", str(a.steps),
-           "--warmup", str(a.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        config,
+        "--batch",
+        str(a.batch),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+    ]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     if a.decode_checkpointing:
@@ -186,7 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4, help="videos per step (the world preset's 4)")
     p.add_argument("--steps", type=int, default=None, help="measured steps per config (default 8; quick 3)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=None, help="subprocess rounds per config (default 2; quick 1)")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="subprocess rounds per config (default 2; quick 1)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--decode-checkpointing", action="store_true", help="recompute VAE decoder activations")
     p.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
@@ -222,27 +256,59 @@ def main(argv=None) -> int:
     rows = []
     for c in CONFIGS:
         r = best[c]
-        unet = {"t2v-turbo": "1 fwd+bwd (+3 no-grad)", "vcm": "1 fwd+bwd (+3 no-grad)"}.get(
-            c, f"{c[-1]} fwd+bwd (+{CHAIN_STEPS - int(c[-1])} no-grad)"
+        if c.startswith("chain"):
+            k = int(c.removeprefix("chain-k"))
+            unet = f"{k} with grad + {CHAIN_STEPS - k} no-grad"
+        else:
+            unet = "1 with grad + 3 no-grad (teacher cond+uncond, target)"
+
+        rows.append(
+            [
+                c,
+                a.batch,
+                unet,
+                r["seconds_per_step"],
+                r["seconds_per_step"] / ref["seconds_per_step"],
+                r["peak_step_memory_mb"],
+                r["peak_step_memory_mb"] / ref["peak_step_memory_mb"],
+            ]
         )
-        rows.append([
-            c, a.batch, unet, r["seconds_per_step"], r["seconds_per_step"] / ref["seconds_per_step"],
-            r["peak_step_memory_mb"], r["peak_step_memory_mb"] / ref["peak_step_memory_mb"],
-        ])
-    headers = ["config", "batch", "UNet passes", "s/step", "time vs T2V-Turbo", "peak step memory (MB)",
-               "memory vs T2V-Turbo"]
+    headers = [
+        "config",
+        "batch",
+        "UNet passes",
+        "s/step",
+        "time vs T2V-Turbo",
+        "peak step memory (MB)",
+        "memory vs T2V-Turbo",
+    ]
     table = C.markdown(headers, rows)
     mem_ratio = ref["peak_step_memory_mb"] / best["chain-k4"]["peak_step_memory_mb"]
     targets = {"turbo_over_chain_k4_memory": mem_ratio, "target": 0.5, "met": mem_ratio <= 0.5}
-    print(f"\n## Training step cost: batch {a.batch}, {a.steps} measured steps x {rounds} round(s) per config\n")
-    print(f"Machine: {C.machine_line(info)}. Models: {ref['models']}; rewards: {ref['rewards']}; "
-          f"{ref['trainable_params'] / 1e6:.2f} M trainable parameters (full fine-tuning, AdamW); "
-          f"decode checkpointing {'on' if a.decode_checkpointing else 'off'}. Memory: {ref['memory_method']}.\n")
+    print(
+        f"\n## Training step cost: batch {a.batch}, {a.steps} measured steps x {rounds} round(s) per config\n"
+    )
+    print(
+        f"Machine: {C.machine_line(info)}. Models: {ref['models']}; rewards: {ref['rewards']}; "
+        f"{ref['trainable_params'] / 1e6:.2f} M trainable parameters (full fine-tuning, AdamW); "
+        f"decode checkpointing {'on' if a.decode_checkpointing else 'off'}. Memory: {ref['memory_method']}.\n"
+    )
     print(table)
-    print(f"\nTarget: T2V-Turbo peak step memory / chain K=4 = {mem_ratio:.2f} (target <= 0.5: "
-          f"{'met' if targets['met'] else 'MISSED'}).")
-    payload = {"benchmark": "training", "machine": info, "batch": a.batch, "steps": a.steps, "rounds": rounds,
-               "decode_checkpointing": a.decode_checkpointing, "results": best, "targets": targets, "table": table}
+    print(
+        f"\nTarget: T2V-Turbo peak step memory / chain K=4 = {mem_ratio:.2f} (target <= 0.5: "
+        f"{'met' if targets['met'] else 'MISSED'})."
+    )
+    payload = {
+        "benchmark": "training",
+        "machine": info,
+        "batch": a.batch,
+        "steps": a.steps,
+        "rounds": rounds,
+        "decode_checkpointing": a.decode_checkpointing,
+        "results": best,
+        "targets": targets,
+        "table": table,
+    }
     name = "training" + ("_decode_ckpt" if a.decode_checkpointing else "")
     print(f"\nwrote {C.write_json(name, payload)}")
     return 0

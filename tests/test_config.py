@@ -90,6 +90,8 @@ def test_dotted_overrides_are_typed():
     assert c.validation.steps == [1, 2, 8] and c.lora.alpha is None and c.model.gradient_checkpointing is True
     assert c.distill.w_min == 3.0 and c.rewards[0].ranks == [0] and c.model.teacher == "2024"
     assert load_config("moving-digits", ["rewards=[]"]).rewards == []
+    # YAML 1.2 booleans: "no" stays a string
+    assert load_config("ms-lora", ["train.mixed_precision=no"]).train.mixed_precision == "no"
     assert load_config(None, {"optim.lr": 2e-5}).optim.lr == 2e-5
     assert load_config({"optim": {"lr": 3e-5}}).optim.lr == 3e-5
 
@@ -147,7 +149,8 @@ def test_bad_yaml_files(tmp_path):
 def test_describe_prints_the_effective_global_batch(monkeypatch):
     c = load_config("moving-digits", ["train.batch_size=2", "train.grad_accum=3"])
     assert describe(c, 4).splitlines()[0] == (
-        "# effective global batch: 24 videos per optimizer step = 2 per process x 3 accumulation x 4 process(es)"
+        "# effective global batch: 24 videos per optimizer step "
+        "= 2 per process x 3 accumulation x 4 process(es)"
     )
     monkeypatch.setenv("WORLD_SIZE", "8")
     assert "effective global batch: 48 " in describe(c)

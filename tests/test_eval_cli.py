@@ -44,6 +44,23 @@ class ChannelClip(RewardModel):
         return (self.image_features(images) * txt).sum(-1)
 
 
+class MeanI3D(torch.nn.Module):
+    """A stand-in I3D with the StyleGAN-V call: features = per-channel means and a few pooled moments."""
+
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ):
+        assert x.shape[1] == 3 and x.shape[3] == 224 and x.shape[4] == 224 and return_features
+        return torch.cat(
+            [
+                x.mean(dim=(2, 3, 4)),
+                (x**2).mean(dim=(2, 3, 4)),
+                x[:, :, 1:].sub(x[:, :, :-1]).abs().mean(dim=(2, 3, 4)),
+            ],
+            1,
+        )
+
+
 register_reward("test-brightness")(lambda **kw: Brightness())
 register_reward("test-clip")(lambda **kw: ChannelClip())
 
@@ -57,7 +74,16 @@ def model_dirs(tmp_path_factory, tiny_teacher):
 
 
 def test_eval_end_to_end(model_dirs, tmp_path, capsys):
+    from t2v_turbo.evaluation.fvd import frechet_distance_from_features, i3d_features
+    from t2v_turbo.video_io import frames_to_tensor, read_video, write_video
+
     out = tmp_path / "eval"
+    i3d = tmp_path / "i3d.pt"
+    torch.jit.script(MeanI3D()).save(str(i3d))
+    real_dir = tmp_path / "real"
+    g = torch.Generator().manual_seed(0)
+    for i in range(5):
+        write_video(real_dir / f"r{i}.mp4", torch.rand(3, 4, 16, 16, generator=g) * 2 - 1)
     argv = [
         "eval",
         *PROMPTS,
@@ -79,6 +105,10 @@ def test_eval_end_to_end(model_dirs, tmp_path, capsys):
         "test-clip",
         "--judge",
         "off",
+        "--i3d",
+        str(i3d),
+        "--real",
+        str(real_dir),
         "--out-dir",
         str(out),
     ]
@@ -111,10 +141,18 @@ def test_eval_end_to_end(model_dirs, tmp_path, capsys):
             "reward/test-brightness": bright(videos[:, :, [0, 2]], prompts),
         }
         assert set(run["per_video"]) == set(expected)
+        assert "fvd4_4f_16x16" in md
         for name, values in expected.items():
             assert run["per_video"][name] == pytest.approx(values.tolist(), rel=1e-6, abs=1e-9), name
             assert run["metrics"][name]["mean"] == pytest.approx(float(values.mean()), rel=1e-6, abs=1e-9)
             assert run["metrics"][name]["n"] == 4
+        # FVD against the real folder, protocol in the name: 4 videos, 4 frames, 16 x 16
+        real = torch.stack([frames_to_tensor(read_video(real_dir / f"r{i}.mp4")[0]) for i in range(5)])
+        det = torch.jit.load(str(i3d))
+        fvd = frechet_distance_from_features(i3d_features(det, real), i3d_features(det, videos))
+        assert run["fvd"]["name"] == "fvd4_4f_16x16" and run["fvd"]["protocol"]["num_real_videos"] == 5
+        assert run["fvd"]["value"] == pytest.approx(fvd, rel=1e-6)
+        assert run["metrics"]["fvd4_4f_16x16"]["mean"] == run["fvd"]["value"]
         assert run["unet_evals_per_video"] == (run["steps"] if run["model"] == "s" else 2 * run["steps"])
         assert run["seconds_per_video"] > 0
 

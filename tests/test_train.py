@@ -1,4 +1,4 @@
-"""The trainer on tiny models: end to end, EMA, NaN handling, placement, latent cache, kill-and-resume, DDP."""
+"""The trainer on tiny models: end to end, EMA, NaNs, placement, latent cache, kill-and-resume, DDP."""
 
 import json
 import os
@@ -159,6 +159,8 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     assert (run / "loss.png").stat().st_size > 1000 and result.plot == run / "loss.png"
     if trackers:
         assert any(run.rglob("events.out.tfevents.*"))
+    with pytest.raises(UserError, match="already holds checkpoints of an earlier run: continue it with"):
+        train(cfg)  # a fresh run never mixes its checkpoints with an old run's
     # exports: the LoRA alone (peft keys) and the merged student, consistent with each other
     lora = load_file(str(result.lora_path))
     assert lora and all("lora_" in k for k in lora)
@@ -373,10 +375,14 @@ def test_train_from_a_precomputed_latent_cache(tmp_path, videos):
     z = teacher.encode_video(clip["video"][None], generator=torch.Generator().manual_seed(0))
     assert item["prompt"] == caption0 and torch.equal(item["latents"], z[0])
     assert torch.equal(item["cond"], teacher.encode_prompt([caption0])[0])
-    result = train(
-        tiny(tmp_path, videos, data={"source": "cache", "path": str(tmp_path / "cache")}, train__max_steps=2)
-    )
+    cache_data = {"source": "cache", "path": str(tmp_path / "cache")}
+    from_cache = tiny(tmp_path, videos, data=cache_data, train__max_steps=2)
+    result = train(from_cache)
     assert result.step == 2 and len(steps_of(tmp_path / "run")) == 2
+    eight = from_cache["data"] | {"num_frames": 8}  # a tiny teacher for 8-frame clips
+    other = from_cache | {"data": eight, "output_dir": str(tmp_path / "run8")}
+    with pytest.raises(UserError, match=r"latents of shape \[4, 4, 8, 8\], the model needs \[4, 8, 8, 8\]"):
+        train(other)
 
 
 def test_broken_videos_never_stop_a_run(tmp_path, videos):

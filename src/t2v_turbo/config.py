@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,9 +21,28 @@ from typing import Any
 
 import yaml
 
+from .distill import DistillConfig
 from .errors import UserError
+from .losses import LOSS_TYPES
 
 PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true / false (so `mixed_precision: no` stays the string "no")."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _choice(default: Any, *choices: Any, doc: str = "") -> Any:
@@ -66,29 +86,20 @@ class LoraSection:
 
 
 @dataclass
-class DistillSection:
-    """Algorithm 1's knobs (passed to `distill_step` as a `DistillConfig`) plus the grid and target.
+class DistillSection(DistillConfig):
+    """Algorithm 1's knobs: every `distill.DistillConfig` field (its defaults are the released recipe)
+    plus the solver grid and the EMA target.
 
     Attributes:
         num_ddim_timesteps: DDIM grid size N (skip k = 1000 / N; released 50).
         ema_decay: decay of the EMA target when target == "ema" (LCM 0.95).
     """
 
-    w_min: float = 5.0
-    w_max: float = 15.0
-    loss_type: str = _choice("huber", "huber", "l2")
-    huber_c: float = 0.001
-    target: str = _choice("online", "online", "ema")
-    sigma_data: float = 0.5
-    timestep_scaling: float = 10.0
-    decode_checkpointing: bool = False
     num_ddim_timesteps: int = 50
     ema_decay: float = 0.95
 
-    def step_config(self):
-        """The `distill.DistillConfig` for `distill_step` (the shared fields)."""
-        from .distill import DistillConfig
-
+    def step_config(self) -> DistillConfig:
+        """The plain `DistillConfig` that `distill_step` takes."""
         names = {f.name for f in dataclasses.fields(DistillConfig)}
         return DistillConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
@@ -347,7 +358,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 def parse_value(text: str) -> Any:
     """A command-line value as YAML ("3" -> 3, "[1, 4]" -> list, "null" -> None, "abc" -> "abc")."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return _yaml_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
@@ -410,7 +421,7 @@ def find_preset(name_or_path: str | os.PathLike) -> Path:
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -421,7 +432,18 @@ def read_yaml(path: Path) -> dict:
 def load_config(
     name_or_path: str | os.PathLike | dict | Config | None = None, overrides: list[str] | dict | None = None
 ) -> Config:
-    """Preset / YAML path / dict / Config, plus overrides (["a.b=1"] or {"a.b": 1}) -> validated Config."""
+    """Build a validated Config.
+
+    Args:
+        name_or_path: a preset name, a YAML path, a dict of sections, a Config, or None (defaults).
+        overrides: dotted overrides, ["optim.lr=1e-4", "rewards.0.weight=2"] or {"optim.lr": 1e-4}.
+
+    Returns:
+        The Config.
+
+    Raises:
+        UserError: unknown keys (the valid ones listed), values of the wrong type, inconsistent values.
+    """
     if isinstance(name_or_path, Config):
         data = name_or_path.to_dict()
     elif isinstance(name_or_path, dict):
@@ -461,6 +483,8 @@ def validate(cfg: Config) -> None:
     )
     need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
     need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
+    need(d.loss_type in LOSS_TYPES, f"distill.loss_type: {d.loss_type!r} is not one of {list(LOSS_TYPES)}")
+    need(d.target in ("online", "ema"), f"distill.target: {d.target!r} is not one of ['online', 'ema']")
     need(0 <= d.w_min <= d.w_max, f"distill.w_min must be in [0, distill.w_max], got {d.w_min}..{d.w_max}")
     need(d.huber_c > 0, f"distill.huber_c must be > 0, got {d.huber_c}")
     need(0 <= d.ema_decay < 1, f"distill.ema_decay must be in [0, 1), got {d.ema_decay}")

@@ -1,6 +1,7 @@
 """train(cfg): the T2V-Turbo training loop, and `t2v-turbo distill CONFIG [key=value ...]`.
 
-One process or many through `accelerate launch` (DDP; FSDP / DeepSpeed configs where they apply):
+One process or many through `accelerate launch` (DDP; on a machine without CUDA the same command
+runs gloo CPU processes):
 
     t2v-turbo distill moving-digits                          # the CPU world
     accelerate launch --multi_gpu --num_processes 8 -m t2v_turbo.cli distill vc2-lora data.path=...
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import random
 import sys
 import time
@@ -57,7 +59,7 @@ def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
 
 
 def _prepare_batch(batch, teacher, cfg, g, dev):
-    """(z0, cond, prompts) from a loader batch: encode videos, or use cached latents, or sample the teacher."""
+    """(z0, cond, prompts) from a batch: encode videos, take cached latents, or sample the teacher."""
     prompts = batch["prompts"]
     with torch.no_grad():
         if "latents" in batch:
@@ -68,9 +70,8 @@ def _prepare_batch(batch, teacher, cfg, g, dev):
             from .pipeline import generate
 
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-            z0 = generate(
-                teacher, prompts, cfg.data.teacher_steps, cfg.data.teacher_guidance, seed, decode=False
-            ).videos
+            d = cfg.data
+            z0 = generate(teacher, prompts, d.teacher_steps, d.teacher_guidance, seed, decode=False).videos
         cond = batch["cond"].to(dev) if "cond" in batch else teacher.encode_prompt(prompts)
     return z0.to(dev).float(), cond, prompts
 
@@ -89,28 +90,15 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
 
     from .data import build_loader, clip_size
     from .training import checkpoint as ckpt
-    from .training.metrics import MetricsLog, available_trackers, plot_metrics
-    from .training.models import (
-        build_reward_terms,
-        build_student,
-        export,
-        load_into,
-        load_teacher,
-        make_optimizer,
-        make_scheduler,
-        make_target,
-        named_like,
-        swap_unet,
-        trainable_state,
-        weights_sha256,
-    )
+    from .training import metrics
+    from .training import models as roles
     from .training.placement import CD, resolve_placement, reward_only_step
     from .training.validation import run_validation, validation_prompts
 
     cfg = load_config(cfg, overrides) if not isinstance(cfg, Config) or overrides else cfg
     validate(cfg)
-    t, run = cfg.train, Path(cfg.output_dir)
-    start_time = time.perf_counter()
+    t, run, start_time = cfg.train, Path(cfg.output_dir), time.perf_counter()
+    val_prompts = validation_prompts(cfg)  # a missing prompt file fails before any model loads
 
     # 0. Processes and devices (accelerate reads the launcher's environment).
     if t.device == "cuda" and not torch.cuda.is_available():
@@ -119,32 +107,36 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     if cpu and t.mixed_precision == "fp16":
         raise UserError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
     print_ = printer or tqdm.write
-    trackers = available_trackers(t.trackers, print_)
+    trackers = metrics.available_trackers(t.trackers, print_)
     acc = Accelerator(
         cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=str(run)
     )
     rank, world, main, dev = acc.process_index, acc.num_processes, acc.is_main_process, acc.device
+    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):  # checkpoints here read unsharded weights
+        raise UserError(
+            f"{acc.distributed_type.name} is not supported yet (sharded checkpoints and the EMA target are "
+            "not implemented): launch with DDP, e.g. accelerate launch --multi_gpu (the released recipe)"
+        )
 
     def say(msg: str) -> None:
         if main:
             print_(msg)
 
     # 1. Roles: frozen teacher (weights in the autocast dtype), trainable student, optional EMA target.
-    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.mixed_precision]
     torch.manual_seed(cfg.seed)
-    teacher = load_teacher(cfg, dev)
-    if weight_dtype != torch.float32:
-        teacher.to(dtype=weight_dtype)
-    student = build_student(cfg, teacher)
+    teacher = roles.load_teacher(cfg, dev)
+    if t.mixed_precision != "no":
+        teacher.to(dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[t.mixed_precision])
+    student = roles.build_student(cfg, teacher)
     params = student.trainable_parameters()
     for p in params:  # trainable weights stay fp32 under autocast
         p.data = p.data.float()
-    target = make_target(cfg, teacher, student) if cfg.distill.target == "ema" else None
+    target = roles.make_target(cfg, teacher, student) if cfg.distill.target == "ema" else None
     solver = DDIMSolver(teacher.schedule, cfg.distill.num_ddim_timesteps)
     step_cfg = cfg.distill.step_config()
 
     # 2. Rewards and their placement on ranks (validated; effective weights printed).
-    terms = build_reward_terms(cfg)
+    terms = roles.build_reward_terms(cfg)
     placement = resolve_placement(cfg, terms, world)
     say(placement.describe({CD: 1.0, **{r.name: r.weight for r in terms}}))
     local_terms = [r for r in terms if placement.on(r.name, rank)]
@@ -153,113 +145,72 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     do_cd = placement.on(CD, rank)
 
     # 3. Optimizer (AdamW / 8-bit AdamW) and LR schedule; accelerate wraps the student UNet (DDP etc.).
-    optimizer = make_optimizer(cfg, params)
-    scheduler = make_scheduler(cfg, optimizer)
+    optimizer = roles.make_optimizer(cfg, params)
+    scheduler = roles.make_scheduler(cfg, optimizer)  # stepped once per optimizer step, by us
     student.unet, optimizer = acc.prepare(student.unet, optimizer)
     raw_unet = acc.unwrap_model(student.unet)
 
-    # 4. Resume: weights, EMA, optimizer, scheduler, RNG, data positions.
+    # 4. Resume (weights, EMA, optimizer, scheduler, RNG, data positions), then the run folder.
     state = {"step": 0, "positions": [0] * world, "nan_steps": 0, "world_size": world}
     resume_from = ckpt.find_resume(t.resume, run)
+    if resume_from is None and ckpt.list_checkpoints(run):
+        raise UserError(
+            f"{run} already holds checkpoints of an earlier run: continue it with train.resume=latest, "
+            "or give a new output_dir"
+        )
     if resume_from is not None:
-        loaded = ckpt.load_checkpoint(resume_from)
-        load_into(raw_unet, loaded["trainable"], "weights")
-        if target is not None and loaded["ema"] is not None:
-            load_into(target.unet, loaded["ema"], "EMA weights")
-        optimizer.load_state_dict(loaded["optimizer"])
-        scheduler.load_state_dict(loaded["scheduler"])
-        state = loaded["state"]
-        if state["world_size"] != world:
-            say(
-                f"warning: checkpoint written by {state['world_size']} process(es), resuming on {world}: data restarts"
-            )
-            state["positions"] = [0] * world
-            state["world_size"] = world
-        else:
-            ckpt.set_rng_state(loaded["rng"][rank])
-        say(f"resumed from {resume_from} at step {state['step']}")
+        state = ckpt.restore(resume_from, raw_unet, target, optimizer, scheduler, rank, world, say)
     if main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(cfg.to_yaml())
         say(describe(cfg, world))
     if trackers:
-        acc.init_trackers(
-            cfg.name, config={"lr": cfg.optim.lr, "max_steps": t.max_steps, "batch_size": t.batch_size}
-        )
-    log = MetricsLog(run, acc, state["step"] if resume_from else None, enabled=main)
+        acc.init_trackers(cfg.name, config={"lr": cfg.optim.lr, "steps": t.max_steps, "batch": t.batch_size})
+    log = metrics.MetricsLog(run, acc, state["step"] if resume_from else None, enabled=main)
 
     # 5. Data: this rank's stream from its saved position; skipped items are counted, never fatal.
-    size = clip_size(cfg.data, teacher)
-    loader = build_loader(
-        cfg,
-        size,
-        rank,
-        world,
-        state["positions"][rank],
-        printer=print_ if main else (lambda m: print_(f"[rank {rank}] {m}")),
-    )
+    rank_print = print_ if main else (lambda m: print_(f"[rank {rank}] {m}"))
+    size = clip_size(cfg.data, teacher)  # (T, H, W, fps)
+    loader = build_loader(cfg, size, rank, world, state["positions"][rank], rank_print)
     if resume_from is not None and len(state.get("skipped", [])) == world:
         loader.skips.counts.update(state["skipped"][rank])
     uncond = teacher.encode_prompt([""])
-    val_prompts = validation_prompts(cfg)
+    if hasattr(loader.dataset, "check_compatible"):  # a latent cache must match this teacher
+        loader.dataset.check_compatible(teacher.latent_shape(1, size[0])[1:], uncond.shape[1:])
     keys = ["loss", "loss_cd", *[f"reward/{r.name}" for r in terms], "w", "t"]
 
     def save(step: int) -> Path | None:
-        rngs = gather_object([ckpt.rng_state()])
-        positions = gather_object([loader.position])
-        skips = gather_object([dict(loader.skips.counts)])
+        per_rank = gather_object([(ckpt.rng_state(), loader.position, dict(loader.skips.counts))])
         path = None
         if main:
-            trainable = trainable_state(raw_unet)
-            ema = named_like(target.unet, trainable) if target is not None else None
+            rngs, positions, skips = (list(x) for x in zip(*per_rank))
+            trainable = roles.trainable_state(raw_unet)
+            ema = roles.named_like(target.unet, trainable) if target is not None else None
             st = {**state, "step": step, "positions": positions, "skipped": skips, "written_by_rank": rank}
             path = ckpt.save_checkpoint(
-                run,
-                step,
-                trainable,
-                optimizer.state_dict(),
-                scheduler.state_dict(),
-                rngs,
-                st,
-                cfg.to_yaml(),
-                ema,
-                cfg.checkpoint.limit,
-            )
+                run, step, trainable, optimizer.state_dict(), scheduler.state_dict(), rngs, st, cfg.to_yaml(),
+                ema, cfg.checkpoint.limit,
+            )  # fmt: skip
         acc.wait_for_everyone()
         return path
 
     def validate_now(step: int) -> None:
         if main and val_prompts:
-            with acc.autocast(), swap_unet(student, raw_unet):
+            v = cfg.validation
+            folder = run / "validation" / f"step-{step:08d}" if v.save_videos else None
+            with acc.autocast(), roles.swap_unet(student, raw_unet):
                 out = run_validation(
-                    student,
-                    val_prompts,
-                    cfg.validation.steps,
-                    local_terms,
-                    run / "validation" / f"step-{step:08d}" if cfg.validation.save_videos else None,
-                    cfg.validation.guidance,
-                    cfg.validation.seed,
-                    cfg.validation.fps,
+                    student, val_prompts, v.steps, local_terms, folder, v.guidance, v.seed, v.fps
                 )
             log.log(step, out)
-            say(f"step {step} validation: " + ", ".join(f"{k[4:]}={v:.4g}" for k, v in out.items()))
+            say(f"step {step} validation: " + ", ".join(f"{k[4:]}={x:.4g}" for k, x in out.items()))
         acc.wait_for_everyone()
 
-    # 6. The loop.
-    bar = tqdm(
-        total=t.max_steps,
-        initial=state["step"],
-        disable=not (main and t.progress),
-        desc=cfg.name,
-        dynamic_ncols=True,
-    )
+    # 6. The loop: grad_accum micro-steps of Algorithm 1, one optimizer step.
+    bar = tqdm(total=t.max_steps, initial=state["step"], disable=not (main and t.progress), desc=cfg.name)
     consecutive_bad, last_ckpt, loop_start, first_step = 0, None, time.perf_counter(), state["step"]
     for step in range(state["step"], t.max_steps):
-        sums, counts, bad = (
-            torch.zeros(len(keys), dtype=torch.float64),
-            torch.zeros(len(keys), dtype=torch.float64),
-            0.0,
-        )
+        sums, counts, bad = *torch.zeros(2, len(keys), dtype=torch.float64), 0.0
         for micro in range(t.grad_accum):
             batch = next(loader)
             seed = step_seed(cfg.seed, rank, step, micro)
@@ -268,24 +219,13 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             g = torch.Generator().manual_seed(seed)
             z0, cond, prompts = _prepare_batch(batch, teacher, cfg, g, dev)
             sync = micro == t.grad_accum - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(student.unet):
-                with acc.autocast():
-                    if do_cd:
-                        out = distill_step(
-                            student,
-                            teacher,
-                            solver,
-                            z0,
-                            prompts,
-                            cond,
-                            uncond,
-                            local_terms,
-                            step_cfg,
-                            target,
-                            g,
-                        )
-                    else:
-                        out = reward_only_step(student, solver, z0, prompts, cond, local_terms, step_cfg, g)
+            with contextlib.nullcontext() if sync else acc.no_sync(student.unet), acc.autocast():
+                if do_cd:
+                    out = distill_step(
+                        student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g
+                    )
+                else:
+                    out = reward_only_step(student, solver, z0, prompts, cond, local_terms, step_cfg, g)
                 # backward even when non-finite: DDP needs every rank's backward; the step is skipped below
                 acc.backward(out["loss"] / t.grad_accum)
             if not torch.isfinite(out["loss"].detach()).item():
@@ -296,9 +236,8 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
                     sums[i] += float(out[k].detach())
                     counts[i] += 1
         # one collective per step: loss-term sums and counts, and whether any rank saw a non-finite loss
-        totals = acc.reduce(
-            torch.cat([sums, counts, torch.tensor([bad], dtype=torch.float64)]).to(dev), "sum"
-        ).cpu()
+        flags = torch.tensor([bad], dtype=torch.float64)
+        totals = acc.reduce(torch.cat([sums, counts, flags]).to(dev), "sum").cpu()
         ok = totals[-1].item() == 0
         if ok:  # clip (returns the global norm); a non-finite gradient also skips the step
             norm = acc.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"))
@@ -314,33 +253,22 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         state["nan_steps"] += 0 if ok else 1
         done = step + 1
 
-        # log: per-term means over micro-steps and ranks
-        means = {
-            k: float(totals[i] / totals[len(keys) + i])
-            for i, k in enumerate(keys)
-            if totals[len(keys) + i] > 0
-        }
-        row = {
-            **means,
-            "lr": scheduler.get_last_lr()[0],
-            "skipped_step": not ok,
-            "nan_steps": state["nan_steps"],
-            "data_skipped": loader.skips.total,
-            "time": time.perf_counter() - start_time,
-        }
+        # log per-term means over micro-steps and ranks; stop on repeated NaNs; checkpoint; validate
+        n = len(keys)
+        means = {k: float(totals[i] / totals[n + i]) for i, k in enumerate(keys) if totals[n + i] > 0}
         if done % t.log_every == 0 or done == t.max_steps:
-            log.log(done, row)
-        bar.set_postfix(
-            {k.replace("reward/", "r/"): f"{v:.4g}" for k, v in means.items() if k not in ("w", "t")},
-            refresh=False,
-        )
+            log.log(done, {**means, "lr": scheduler.get_last_lr()[0], "skipped_step": not ok,
+                           "nan_steps": state["nan_steps"], "data_skipped": loader.skips.total,
+                           "time": time.perf_counter() - start_time})  # fmt: skip
+        bar.set_postfix({k.replace("reward/", "r/"): f"{x:.4g}" for k, x in means.items() if len(k) > 1})
         bar.update(1)
         if consecutive_bad >= t.max_nan_steps:
             bar.close()
             last = ckpt.list_checkpoints(run)
             raise TrainingStopped(
-                f"stopped at step {done}: {consecutive_bad} consecutive steps had a non-finite loss or gradient "
-                f"(lower optim.lr, check the data and rewards); last good checkpoint: {last[-1] if last else 'none'}"
+                f"stopped at step {done}: {consecutive_bad} consecutive steps had a non-finite loss or "
+                f"gradient (lower optim.lr, check data and rewards); last good checkpoint: "
+                f"{last[-1] if last else 'none'}"
             )
         if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < t.max_steps:
             last_ckpt = save(done)
@@ -352,44 +280,25 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     done = max(state["step"], t.max_steps)
     last_ckpt = save(done)
     validate_now(done)
-    skipped = Counter()
-    for counts_ in gather_object([dict(loader.skips.counts)]):
-        skipped.update(counts_)
-    shas = gather_object([weights_sha256(trainable_state(raw_unet))])
-    result = TrainResult(
-        run,
-        done,
-        last_checkpoint=last_ckpt,
-        metrics=run / "metrics.jsonl",
-        nan_steps=state["nan_steps"],
-        skipped=dict(skipped),
-    )
+    sha = roles.weights_sha256(roles.trainable_state(raw_unet))
+    per_rank = gather_object([(dict(loader.skips.counts), sha)])
+    skipped = sum((Counter(c) for c, _ in per_rank), Counter())
+    shas = [sha for _, sha in per_rank]
+    result = TrainResult(run, done, last_checkpoint=last_ckpt, metrics=run / "metrics.jsonl",
+                         nan_steps=state["nan_steps"], skipped=dict(skipped))  # fmt: skip
     if main:
         if cfg.checkpoint.export:
-            result.lora_path, result.student_dir = export(student, raw_unet, cfg, run)
-        result.plot = plot_metrics(run / "metrics.jsonl", run / "loss.png", cfg.name)
+            result.lora_path, result.student_dir = roles.export(student, raw_unet, cfg, run)
+        result.plot = metrics.plot_metrics(run / "metrics.jsonl", run / "loss.png", cfg.name)
         result.seconds = time.perf_counter() - start_time
-        steps_run = done - first_step
-        rate = steps_run / max(time.perf_counter() - loop_start, 1e-9)
-        summary = {
-            "step": done,
-            "steps_this_session": steps_run,
-            "steps_per_second": rate,
-            "world_size": world,
-            "nan_steps": state["nan_steps"],
-            "skipped": result.skipped,
-            "rank_weights_sha256": shas,
-            "seconds": result.seconds,
-        }
-        (run / "summary.json").write_text(__import__("json").dumps(summary, indent=2))
+        rate = (done - first_step) / max(time.perf_counter() - loop_start, 1e-9)
+        summary = {"step": done, "steps_this_session": done - first_step, "steps_per_second": rate,
+                   "world_size": world, "nan_steps": state["nan_steps"], "skipped": result.skipped,
+                   "rank_weights_sha256": shas, "seconds": result.seconds}  # fmt: skip
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
         if len(set(shas)) > 1:
             say(f"warning: ranks ended with different weights: {shas}")
-        total = sum(skipped.values())
-        reasons = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
-        say(
-            f"skipped {total} data item(s){': ' + reasons if total else ''}; {state['nan_steps']} non-finite step(s) skipped"
-        )
-        say(f"done: {done} steps in {result.seconds:.1f}s ({rate:.3g} steps/s) -> {run}")
+        say(metrics.finish_message(done, result.seconds, rate, result.skipped, state["nan_steps"], run))
     acc.wait_for_everyone()
     if trackers:
         acc.end_training()
@@ -402,13 +311,11 @@ def cli(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="t2v-turbo distill",
-        description="Distill a few-step T2V-Turbo student. Multi-GPU: accelerate launch -m t2v_turbo.cli distill ...",
+        description="Distill a few-step student (many GPUs: accelerate launch -m t2v_turbo.cli distill ...).",
     )
     p.add_argument("config", help=f"a preset name ({', '.join(list_presets())}) or a YAML path")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 train.max_steps=100")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the resolved config and the global batch, then exit"
-    )
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and global batch; exit")
     a = p.parse_intermixed_args(argv)
     cfg = load_config(a.config, a.overrides)
     if a.dry_run:

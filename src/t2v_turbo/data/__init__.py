@@ -49,7 +49,15 @@ def build_dataset(cfg, size: tuple, rank: int = 0, world: int = 1, epochs: int |
 
 
 def build_loader(cfg, size: tuple, rank: int = 0, world: int = 1, start: int = 0, printer=print) -> Loader:
-    """A resumable loader of `cfg.train.batch_size` items per batch for this rank, from position `start`."""
+    """A resumable loader of `cfg.train.batch_size` good items per batch for one rank.
+
+    Args:
+        cfg: the run's Config (data section, seed, batch size).
+        size: (num_frames, height, width, fps) of the clips (see `clip_size`).
+        rank, world: this process and the process count (each rank reads its own stream).
+        start: items this rank consumed before (a checkpoint's data position).
+        printer: where skip warnings go.
+    """
     dataset = build_dataset(cfg, size, rank, world)
     return Loader(
         dataset,

@@ -51,6 +51,17 @@ class LatentCache(Dataset):
     def __len__(self) -> int:
         return self.offsets[-1]
 
+    def check_compatible(self, latent_shape, cond_shape) -> None:
+        """Raise UserError when the cache was made for another model (latent or text-embedding shape)."""
+        for what, ours, theirs in (("latent", latent_shape, self.index["latent_shape"]),
+                                   ("text embedding", cond_shape, self.index["cond_shape"])):  # fmt: skip
+            if list(ours) != list(theirs):
+                raise UserError(
+                    f"latent cache {self.path} holds {what}s of shape {list(theirs)}, the model needs "
+                    f"{list(ours)}: re-run `t2v-turbo precompute` with this model (the cache was made with "
+                    f"{self.index.get('teacher')!r})"
+                )
+
     def _shard(self, k: int):
         if k not in self._open:
             from safetensors import safe_open
@@ -191,7 +202,8 @@ def precompute(
         index["cond_shape"] = list(f.get_slice("cond").get_shape()[1:])
     (out / "index.json").write_text(json.dumps(index, indent=2))
     printer(
-        f"cached {count} videos in {len(shards)} shard(s) at {out} in {time.perf_counter() - start:.1f}s; {skips.summary()}"
+        f"cached {count} videos in {len(shards)} shard(s) at {out} in {time.perf_counter() - start:.1f}s; "
+        f"{skips.summary()}"
     )
     return index
 

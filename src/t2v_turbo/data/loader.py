@@ -29,20 +29,22 @@ class Skipped:
 
 
 class SkipCounter:
-    """Counts skipped items by reason; prints the first `max_warnings` of them."""
+    """Counts skipped items by reason; prints a warning for each of the first `max_warnings` items."""
 
     def __init__(self, max_warnings: int = 20, printer=print):
         self.counts: Counter[str] = Counter()
         self.max_warnings, self.printer = max_warnings, printer
+        self._warned: set[str] = set()
 
     def add(self, item: Skipped) -> None:
         self.counts[item.reason] += 1
-        n = self.total
-        if n <= self.max_warnings:
-            detail = f" ({item.detail})" if item.detail else ""
-            self.printer(f"warning: skipped {item.where}: {item.reason}{detail}")
-            if n == self.max_warnings:
-                self.printer("warning: further skipped items are counted but not printed")
+        if item.where in self._warned or len(self._warned) >= self.max_warnings:
+            return  # each item is printed once (epochs repeat it), and at most max_warnings items
+        self._warned.add(item.where)
+        detail = f" ({item.detail})" if item.detail else ""
+        self.printer(f"warning: skipped {item.where}: {item.reason}{detail}")
+        if len(self._warned) == self.max_warnings:
+            self.printer("warning: further skipped items are counted but not printed")
 
     @property
     def total(self) -> int:
@@ -165,7 +167,8 @@ class Loader:
                 self._run += 1
                 if self._run >= self.max_consecutive_skips:
                     raise UserError(
-                        f"no usable training items: {self._run} in a row were skipped ({self.skips.summary()})"
+                        f"no usable training items: {self._run} in a row were skipped "
+                        f"({self.skips.summary()})"
                     )
                 continue
             self._run = 0

@@ -24,7 +24,8 @@ def _require_webdataset():
         import webdataset
     except ModuleNotFoundError:
         raise UserError(
-            "data.source=webdataset needs the optional package webdataset: pip install 't2v-turbo[webdataset]'"
+            "data.source=webdataset needs the optional package webdataset: "
+            "pip install 't2v-turbo[webdataset]'"
         ) from None
     return webdataset
 

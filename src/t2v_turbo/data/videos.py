@@ -198,7 +198,7 @@ def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str]]:
 
 
 def list_folder(path: Path) -> list[tuple[Path, str]]:
-    """Every video file under `path` (recursive, sorted) with the caption of its `.txt` sidecar ("" if none)."""
+    """Every video file under `path` (recursive, sorted) with its `.txt` sidecar's caption ("" if none)."""
     rows = []
     for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
         side = f.with_suffix(".txt")

@@ -10,7 +10,7 @@ LENGTH = 10_000_000  # distinct seeded items; the stream is effectively endless
 
 
 class MovingDigitsClips(Dataset):
-    """Items {"video": (3, 8, 32, 32), "prompt"} from the world's `MovingDigits` dataset; keys (epoch, index)."""
+    """Items {"video": (3, 8, 32, 32), "prompt"} from the world's `MovingDigits`; keys (epoch, index)."""
 
     def __init__(self, seed: int = 0, paraphrase_prob: float = 0.0, size: tuple | None = None):
         from ..worlds.moving_digits.dataset import FPS, FRAME_SIZE, NUM_FRAMES, MovingDigits
@@ -19,7 +19,8 @@ class MovingDigitsClips(Dataset):
         if size is not None and tuple(size[:3]) != native:
             raise UserError(
                 f"the moving-digits source renders {native[0]} frames of {native[1]}x{native[2]}; "
-                f"the run asks for {tuple(size[:3])} (set data.num_frames/height/width to match or leave them unset)"
+                f"the run asks for {tuple(size[:3])} (set data.num_frames/height/width to match or leave "
+                "them unset)"
             )
         if size is not None and size[3] is not None and float(size[3]) != float(FPS):
             raise UserError(f"the moving-digits source is {FPS} fps; data.fps={size[3]} cannot be resampled")

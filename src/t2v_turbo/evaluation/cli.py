@@ -94,7 +94,10 @@ def _load_models(specs: list[str], device: str):
             label, source = Path(spec).name or spec, spec
         if label in models:
             raise UserError(f"two models share the label {label!r}: name them LABEL=PATH")
-        models[label] = load_backbone(source, device=device)
+        try:
+            models[label] = load_backbone(source, device=device)
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"cannot load model {source!r}: {e}") from e
         sources[label] = source
     return models, sources
 

@@ -135,8 +135,9 @@ def evaluate(
             (k = index of the seed).
         sources: label -> what was loaded (recorded).
     Returns:
-        {"settings": ..., "machine": ..., "runs": [{"model", "steps", "metrics": {name: summary},
-        "per_video": {name: [...]}, "seconds_per_video", "unet_evals_per_video", ...}], "fvd": ...}.
+        {"settings": ..., "machine": ..., "runs": [{"model", "steps", "sampler", "guidance",
+        "metrics": {name: summary}, "per_video": {name: [...]}, "seconds_per_video",
+        "unet_evals_per_video", "fvd" (with a detector), ...}]}.
     """
     from ..pipeline import generate, save_videos
 

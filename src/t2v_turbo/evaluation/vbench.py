@@ -206,7 +206,10 @@ def cli(argv: list[str]) -> int:
     from ..pipeline import load_backbone
 
     prompts = read_eval_prompts(a)
-    model = load_backbone(a.model, device=a.device)
+    try:
+        model = load_backbone(a.model, device=a.device)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot load model {a.model!r}: {e}") from e
     steps = a.steps or (4 if model.w_embedding_dim is not None else 50)
     if steps < 1:
         raise UserError("--steps must be >= 1")

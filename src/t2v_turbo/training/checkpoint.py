@@ -91,7 +91,20 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor] | None = None,
     limit: int | None = None,
 ) -> Path:
-    """Write `checkpoints/step-XXXXXXXX` atomically and keep only the newest `limit` checkpoints."""
+    """Write `checkpoints/step-XXXXXXXX` atomically and keep only the newest `limit` checkpoints.
+
+    Args:
+        trainable: trainable student tensors by parameter name.
+        optimizer, scheduler: their state dicts.
+        rng: one `rng_state()` per rank.
+        state: step, per-rank data positions and counters (JSON).
+        config_yaml: the resolved config.
+        ema: the EMA target's tensors under the same names, or None.
+        limit: checkpoints kept (older ones are deleted after the new one is in place).
+
+    Returns:
+        The checkpoint folder.
+    """
     from safetensors.torch import save_file
 
     root = checkpoint_root(run_dir)
@@ -132,7 +145,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Everything `save_checkpoint` wrote: trainable, ema (or None), optimizer, scheduler, rng, state, config_yaml."""
+    """Everything `save_checkpoint` wrote: trainable, ema (or None), optimizer, scheduler, rng, state,
+    config_yaml."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -172,7 +186,7 @@ def restore(path: Path, raw_unet, target, optimizer, scheduler, rank: int, world
     if state["world_size"] == world:
         set_rng_state(loaded["rng"][rank])
     else:
-        say(f"warning: checkpoint of {state['world_size']} process(es) resumed on {world}: data streams restart")
+        say(f"warning: checkpoint of {state['world_size']} process(es) resumed on {world}: data restarts")
         state.update(positions=[0] * world, skipped=[{} for _ in range(world)], world_size=world)
     say(f"resumed from {path} at step {state['step']}")
     return state

@@ -17,7 +17,8 @@ def available_trackers(asked: list[str], printer=print) -> list[str]:
     for name in asked:
         if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
             printer(
-                f"warning: train.trackers asks for {name}, which is not installed (pip install {name}); skipping it"
+                f"warning: train.trackers asks for {name}, which is not installed (pip install {name}); "
+                "skipping it"
             )
         else:
             out.append(name)
@@ -67,7 +68,8 @@ def finish_message(done: int, seconds: float, rate: float, skipped: dict, nan_st
     total = sum(skipped.values())
     reasons = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
     return (
-        f"skipped {total} data item(s){': ' + reasons if total else ''}; {nan_steps} non-finite step(s) skipped\n"
+        f"skipped {total} data item(s){': ' + reasons if total else ''}; "
+        f"{nan_steps} non-finite step(s) skipped\n"
         f"done: {done} steps in {seconds:.1f}s ({rate:.3g} steps/s) -> {run}"
     )
 
@@ -109,9 +111,18 @@ def plot_metrics(metrics_path: str | Path, out: str | Path, title: str = "") -> 
         source = val_rows if name.startswith("validation") else train_rows
         for k in keys:
             pts = [(r["step"], r[k]) for r in source if r.get(k) is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o" if len(pts) < 20 else None, label=k, linewidth=1)
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            if len(pts) < 20:
+                ax.plot(xs, ys, marker="o", label=k, linewidth=1)
+                continue
+            # long runs: the raw per-step values faintly, a running mean over ~2% of the run on top
+            (line,) = ax.plot(xs, ys, linewidth=0.5, alpha=0.3)
+            w = max(2, len(ys) // 50)
+            windows = [ys[max(0, i - w + 1) : i + 1] for i in range(len(ys))]
+            smooth = [sum(win) / len(win) for win in windows]
+            ax.plot(xs, smooth, color=line.get_color(), linewidth=1.2, label=f"{k} (mean of {w})")
         ax.set_title(name)
         ax.set_xlabel("step")
         if ax.lines:

@@ -37,7 +37,8 @@ def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
 
 
 def build_student(cfg, teacher: Backbone) -> Backbone:
-    """The student: the teacher's UNet with a w embedding, then LoRA (lora.rank > 0) or all UNet weights trainable."""
+    """The student: the teacher's UNet with a w embedding, then LoRA (lora.rank > 0) or the whole UNet
+    trainable."""
     student = teacher.make_student(cfg.model.w_embedding_dim, init=cfg.model.student_init, seed=cfg.seed)
     student.unet.requires_grad_(True)
     if cfg.lora.rank > 0:
@@ -51,6 +52,8 @@ def build_student(cfg, teacher: Backbone) -> Backbone:
 def make_target(cfg, teacher: Backbone, student: Backbone) -> Backbone:
     """The EMA target network: a frozen copy of the student (same structure, same weights)."""
     target = build_student(cfg, teacher)
+    for p in target.trainable_parameters():  # EMA copies of trainable weights stay fp32 (as the student's)
+        p.data = p.data.float()
     target.unet.load_state_dict(student.unet.state_dict())
     target.unet.requires_grad_(False).eval()
     return target

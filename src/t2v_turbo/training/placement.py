@@ -49,7 +49,16 @@ class Placement:
 
 
 def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement:
-    """Ranks of each term for `cfg.train.placement`; raise UserError when a term would be dropped."""
+    """Ranks of each loss term for `cfg.train.placement`.
+
+    Args:
+        cfg: the run's Config (train.placement, train.cd_ranks, rewards[i].ranks).
+        terms: the built reward terms (their `model.kind` decides the "released" split).
+        world: the number of processes.
+
+    Raises:
+        UserError: a rank outside the world, a term on no rank, or a rank with nothing to compute.
+    """
     names = [t.name for t in terms]
     mode = cfg.train.placement
     if mode == "all":
@@ -57,7 +66,8 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
     elif mode == "released":
         if world < 2:
             raise UserError(
-                "train.placement=released needs >= 2 processes (the released code used 8: ranks 0-5 CD + image "
+                "train.placement=released needs >= 2 processes (the released code used 8: ranks 0-5 CD + "
+                "image "
                 "rewards, 6-7 video rewards); with 1 process use train.placement=all"
             )
         n_video = max(1, world // 4)
@@ -75,7 +85,8 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
         bad = [x for x in r if not 0 <= x < world]
         if bad:
             raise UserError(
-                f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) (ranks 0..{world - 1})"
+                f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) "
+                f"(ranks 0..{world - 1})"
             )
         if not r:
             raise UserError(f"placement puts {n!r} on no rank: the term would be silently dropped")

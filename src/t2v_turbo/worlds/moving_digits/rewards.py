@@ -27,7 +27,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ...rewards.base import RewardModel, register_reward
-from .dataset import COLORS, DIRECTIONS, canonical_prompts, parse_caption, prompt_videos, sample_batch
+from .dataset import (
+    COLORS,
+    DIRECTIONS,
+    canonical_prompts,
+    make_caption,
+    parse_caption,
+    prompt_videos,
+    sample_batch,
+    sample_spec,
+)
 from .models import ASSETS_DIR, build_tokenizer, text_config
 
 try:  # diffusers' mixins give the clip encoder a standard save_pretrained/from_pretrained folder
@@ -59,7 +68,7 @@ class MDVideoEncoder(ModelMixin, ConfigMixin):
 
     def forward(self, video: Tensor) -> Tensor:
         """video (B, 3, T, H, W) in [-1, 1] -> features (B, embed_dim) (not normalised)."""
-        h = self.body(video)  # (B, C, T', h, w)
+        h = self.body(video * 0.5 + 0.5)  # [-1, 1] -> [0, 1] (black = 0): (B, C, T', h, w)
         # mean and max over space-time: the glyph is small, a mean alone dilutes it in the background
         return self.proj(torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1))
 
@@ -137,7 +146,8 @@ class MDImageReward(_WorldReward):
 
     def image_features(self, images: Tensor) -> Tensor:
         """images (N, 3, 32, 32) in [-1, 1] -> unit-norm features (N, D)."""
-        return F.normalize(self.clip.get_image_features(pixel_values=images).pooler_output, dim=-1)
+        pixels = images * 0.5 + 0.5  # [-1, 1] -> [0, 1] (black = 0)
+        return F.normalize(self.clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
 
     def score_images(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> cosine similarity with prompts (N,)."""
@@ -285,6 +295,17 @@ def _content_key(caption: str, kind: str) -> tuple:
     return (color, digit) if kind == "image" else (color, digit, direction)
 
 
+def _hard_batch(
+    rng: np.random.Generator, batch_size: int, paraphrase_prob: float
+) -> tuple[Tensor, list[str]]:
+    """A batch whose videos share one color and one direction (digits, glyphs, starts vary)."""
+    color = list(COLORS)[int(rng.integers(len(COLORS)))]
+    direction = list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))]
+    specs = [sample_spec(rng, "train", color=color, direction=direction) for _ in range(batch_size)]
+    captions = [make_caption(s, rng, paraphrase_prob) for s in specs]
+    return torch.stack([s.render() for s in specs]), captions
+
+
 def multi_positive_infonce(a: Tensor, b: Tensor, positives: Tensor, logit_scale: Tensor) -> Tensor:
     """Symmetric InfoNCE where positives[i, j] marks every matching pair (CLIP loss with duplicates).
 
@@ -304,6 +325,7 @@ def train_reward(
     lr: float = 2e-3,
     paraphrase_prob: float = 0.5,
     noise_std: float = 0.15,
+    hard_fraction: float = 0.5,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -311,6 +333,9 @@ def train_reward(
 
     Each step renders `batch_size` videos; the image reward sees one random frame of each. Inputs get
     Gaussian noise of a random std in [0, noise_std] so the reward stays smooth on imperfect videos.
+    A `hard_fraction` of the batches share one color and one direction, so that in-batch negatives
+    differ by digit: without them, training learns color and direction within a few hundred steps
+    and then stalls with digits at chance.
     """
     kind = reward.kind
     rng = np.random.default_rng([seed, 303 if kind == "image" else 404])
@@ -326,7 +351,10 @@ def train_reward(
         frac = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for g in opt.param_groups:
             g["lr"] = lr * max(frac, 0.02)
-        videos, captions, specs = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
+        if rng.random() < hard_fraction:
+            videos, captions = _hard_batch(rng, batch_size, paraphrase_prob)
+        else:
+            videos, captions, _ = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
         std = torch.rand(batch_size, 1, 1, 1, 1, generator=gen) * noise_std
         videos = videos + std * torch.randn(videos.shape, generator=gen)
         keys = [_content_key(c, kind) for c in captions]
@@ -340,6 +368,7 @@ def train_reward(
         loss = multi_positive_infonce(vis, text, pos, reward.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
         if step % 20 == 0:
