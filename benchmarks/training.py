@@ -1,13 +1,15 @@
 """Training cost: a T2V-Turbo step (consistency distillation + single-step image and video rewards) vs the
 DRaFT-K chain-reward baseline (backprop through the last K of 4 sampling steps), K = 1, 2, 4, at equal batch.
 
-    python benchmarks/training.py [--quick] [--batch 4] [--steps 8] [--threads N] [--decode-checkpointing]
+    python benchmarks/training.py [--quick] [--batch 4] [--rounds 8] [--threads N] [--decode-checkpointing]
 
-Each configuration runs in a fresh subprocess (so peak memory is its own): load the models, make one
-batch, run warm-up steps (forward, backward, AdamW), return freed memory to the OS, then time the
-measured steps and record the peak memory above that steady state. CPU: the peak resident set
-(VmHWM after resetting it through /proc/self/clear_refs, with glibc's mmap threshold lowered so
-freed tensors leave the RSS; ru_maxrss where that is unavailable). GPU: torch.cuda.max_memory_allocated.
+Time: one subprocess loads the models and one batch, then runs full training steps (forward, backward,
+clip, AdamW) of every configuration interleaved round by round (so background load hits all alike);
+the table reports the median. Memory: each configuration runs in a fresh subprocess (so the peak is its
+own): warm-up steps, freed memory returned to the OS, then the peak above that steady state over the
+measured steps. CPU: the peak resident set (VmHWM after resetting it through /proc/self/clear_refs,
+with glibc's mmap threshold lowered so freed tensors leave the RSS; ru_maxrss where that is
+unavailable). GPU: torch.cuda.max_memory_allocated.
 Writes benchmarks/results/training.json.
 """
 
@@ -78,89 +80,102 @@ def build_rewards(shipped: bool):
     return [RewardTerm("md-image", img, 1.0), RewardTerm("md-video", vid, 2.0)], note
 
 
-def worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool) -> dict:
-    import numpy as np
-    import torch
+class Setup:
+    """Models, one batch and an optimizer; `step(config)` runs one full training step of a configuration."""
 
-    from t2v_turbo.chain_reward import chain_reward_step
-    from t2v_turbo.distill import DistillConfig, distill_step
-    from t2v_turbo.solvers import DDIMSolver
-    from t2v_turbo.worlds.moving_digits.dataset import sample_batch
+    def __init__(self, batch: int, decode_ckpt: bool):
+        import numpy as np
+        import torch
 
-    cuda = torch.cuda.is_available()
-    dev = "cuda" if cuda else "cpu"
-    teacher, _, note = C.load_models("turbo")
-    teacher = teacher.to(dev).freeze()
-    # the world recipe (configs/moving-digits.yaml): full fine-tuning of a zero-initialised student
-    student = teacher.make_student(256, init="zero").train()
-    student.unet.requires_grad_(True)
-    rewards, reward_note = build_rewards(C.shipped_available("teacher"))
-    for r in rewards:
-        r.model.to(dev)
-    params = student.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    solver = DDIMSolver(teacher.schedule, 50)
-    videos, captions, _ = sample_batch(np.random.default_rng(0), batch)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        z0 = teacher.encode_video(videos.to(dev), g)
-        cond, uncond = teacher.encode_prompt(captions), teacher.encode_prompt([""])
-    cfg = DistillConfig(decode_checkpointing=decode_ckpt)
+        from t2v_turbo.distill import DistillConfig
+        from t2v_turbo.solvers import DDIMSolver
+        from t2v_turbo.worlds.moving_digits.dataset import sample_batch
 
-    def step() -> dict:
+        self.cuda = torch.cuda.is_available()
+        dev = "cuda" if self.cuda else "cpu"
+        teacher, _, self.note = C.load_models("turbo")
+        self.teacher = teacher.to(dev).freeze()
+        # the world recipe (configs/moving-digits.yaml): full fine-tuning of a zero-initialised student
+        self.student = self.teacher.make_student(256, init="zero").train()
+        self.student.unet.requires_grad_(True)
+        self.rewards, self.reward_note = build_rewards(C.shipped_available("teacher"))
+        for r in self.rewards:
+            r.model.to(dev)
+        self.params = self.student.trainable_parameters()
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.solver = DDIMSolver(self.teacher.schedule, 50)
+        videos, self.captions, _ = sample_batch(np.random.default_rng(0), batch)
+        self.g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.z0 = self.teacher.encode_video(videos.to(dev), self.g)
+            self.cond = self.teacher.encode_prompt(self.captions)
+            self.uncond = self.teacher.encode_prompt([""])
+        self.decode_ckpt = decode_ckpt
+        self.cfg = DistillConfig(decode_checkpointing=decode_ckpt)
+
+    def step(self, config: str) -> dict:
+        import torch
+
+        from t2v_turbo.chain_reward import chain_reward_step
+        from t2v_turbo.distill import distill_step
+
         if config in ("t2v-turbo", "vcm"):
+            rewards = self.rewards if config == "t2v-turbo" else ()
             terms = distill_step(
-                student,
-                teacher,
-                solver,
-                z0,
-                captions,
-                cond,
-                uncond,
-                rewards if config == "t2v-turbo" else (),
-                cfg,
-                generator=g,
+                self.student,
+                self.teacher,
+                self.solver,
+                self.z0,
+                self.captions,
+                self.cond,
+                self.uncond,
+                rewards,
+                self.cfg,
+                generator=self.g,
             )
         else:
             k = int(config.removeprefix("chain-k"))
             terms = chain_reward_step(
-                student,
-                captions,
-                rewards,
+                self.student,
+                self.captions,
+                self.rewards,
                 CHAIN_STEPS,
                 k,
                 7.5,
-                g,
-                decode_checkpointing=decode_ckpt,
-                cond=cond,
+                self.g,
+                decode_checkpointing=self.decode_ckpt,
+                cond=self.cond,
             )
         terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.cuda:
+            torch.cuda.synchronize()
         return {k: float(v) for k, v in terms.items() if v.numel() == 1}
 
+
+def memory_worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool) -> dict:
+    """Peak memory of `steps` training steps of one configuration above the steady state after warm-up."""
+    import torch
+
+    s = Setup(batch, decode_ckpt)
     for _ in range(warmup):
-        step()
+        s.step(config)
     _trim()
-    if cuda:
-        torch.cuda.synchronize()
+    if s.cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     base_rss = _status_kb("VmRSS")
     peak_reset = _reset_peak()
-    times, last = [], {}
+    times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        last = step()
-        if cuda:
-            torch.cuda.synchronize()
+        s.step(config)
         times.append(time.perf_counter() - t0)
-    if cuda:
-        peak_mb, how = (
-            (torch.cuda.max_memory_allocated() - base) / 2**20,
-            "torch.cuda.max_memory_allocated - allocated",
-        )
+    if s.cuda:
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+        how = "torch.cuda.max_memory_allocated - allocated at steady state"
     elif peak_reset and base_rss is not None:
         peak_mb, how = (_status_kb("VmHWM") - base_rss) / 1024, "VmHWM (reset) - VmRSS at steady state"
     else:
@@ -170,45 +185,39 @@ def worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool) 
         how = "ru_maxrss - VmRSS at steady state"
     return {
         "config": config,
-        "batch": batch,
-        "seconds_per_step": sorted(times)[len(times) // 2],
-        "raw_seconds": times,
         "peak_step_memory_mb": peak_mb,
         "steady_rss_mb": (base_rss or 0) / 1024,
         "memory_method": how,
-        "models": note,
-        "rewards": reward_note,
-        "last_terms": last,
-        "trainable_params": sum(p.numel() for p in params),
-        "threads": torch.get_num_threads(),
+        "seconds_per_step_alone": sorted(times)[len(times) // 2],
+        "models": s.note,
+        "rewards": s.reward_note,
+        "trainable_params": sum(p.numel() for p in s.params),
     }
 
 
+def timing_worker(batch: int, rounds: int, decode_ckpt: bool) -> dict:
+    """Seconds per step of every configuration, in one process, interleaved round by round."""
+    s = Setup(batch, decode_ckpt)
+    fns = {c: (lambda c=c: s.step(c)) for c in CONFIGS}
+    times = C.interleaved_timings(fns, rounds, warmup=1)
+    return {"times": times}
+
+
 # ------------------------------------------------------------------------------------------ driver
-def run_config(config: str, a) -> dict:
+def run_worker(args: list[str], a) -> dict:
     env = dict(os.environ)
     # freed tensors go back to the OS at once, so the resident set tracks live memory
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     env.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        config,
-        "--batch",
-        str(a.batch),
-        "--steps",
-        str(a.steps),
-        "--warmup",
-        str(a.warmup),
-    ]
+    cmd = [sys.executable, __file__, *args, "--batch", str(a.batch), "--steps", str(a.steps)]
+    cmd += ["--warmup", str(a.warmup), "--rounds", str(a.rounds)]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     if a.decode_checkpointing:
         cmd.append("--decode-checkpointing")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"{config} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -216,82 +225,66 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch", type=int, default=4, help="videos per step (the world preset's 4)")
-    p.add_argument("--steps", type=int, default=None, help="measured steps per config (default 8; quick 3)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument(
-        "--rounds", type=int, default=None, help="subprocess rounds per config (default 2; quick 1)"
-    )
+    p.add_argument("--steps", type=int, default=3, help="steps measured for peak memory per config")
+    p.add_argument("--warmup", type=int, default=2, help="steps before the memory baseline")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 8; quick 3)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--decode-checkpointing", action="store_true", help="recompute VAE decoder activations")
-    p.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=(*CONFIGS, "timing"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    a.steps = a.steps or (3 if a.quick else 8)
+    a.rounds = a.rounds or (3 if a.quick else 8)
     if a.worker:
         threads = C.set_threads(a.threads)
-        res = worker(a.worker, a.batch, a.steps, a.warmup, a.decode_checkpointing)
-        res["threads"] = threads
-        print(json.dumps(res))
+        if a.worker == "timing":
+            res = timing_worker(a.batch, a.rounds, a.decode_checkpointing)
+        else:
+            res = memory_worker(a.worker, a.batch, a.steps, a.warmup, a.decode_checkpointing)
+        print(json.dumps(res | {"threads": threads}))
         return 0
     from tqdm.auto import tqdm
 
     info = C.machine()
     if a.threads:
         info["torch_threads"] = a.threads
-    rounds = a.rounds or (1 if a.quick else 2)
-    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
-    with tqdm(total=rounds * len(CONFIGS), desc="training configs (subprocesses)") as bar:
-        for _ in range(rounds):  # interleaved rounds: background load hits every config alike
-            for c in CONFIGS:
-                runs[c].append(run_config(c, a))
-                bar.update(1)
-    best = {}
-    for c, rs in runs.items():
-        best[c] = {
-            **rs[0],
-            "seconds_per_step": min(r["seconds_per_step"] for r in rs),  # least-disturbed round
-            "peak_step_memory_mb": max(r["peak_step_memory_mb"] for r in rs),
-            "rounds": rs,
-        }
-    ref = best["t2v-turbo"]
+    mem = {}
+    with tqdm(total=len(CONFIGS) + 1, desc="training benchmark (subprocesses)") as bar:
+        timing = run_worker(["--worker", "timing"], a)["times"]
+        bar.update(1)
+        for c in CONFIGS:
+            mem[c] = run_worker(["--worker", c], a)
+            bar.update(1)
+    sec = {c: C.median(v) for c, v in timing.items()}
+    ref_s, ref_m = sec["t2v-turbo"], mem["t2v-turbo"]["peak_step_memory_mb"]
     rows = []
     for c in CONFIGS:
-        r = best[c]
         if c.startswith("chain"):
             k = int(c.removeprefix("chain-k"))
             unet = f"{k} with grad + {CHAIN_STEPS - k} no-grad"
         else:
             unet = "1 with grad + 3 no-grad (teacher cond+uncond, target)"
-
-        rows.append(
-            [
-                c,
-                a.batch,
-                unet,
-                r["seconds_per_step"],
-                r["seconds_per_step"] / ref["seconds_per_step"],
-                r["peak_step_memory_mb"],
-                r["peak_step_memory_mb"] / ref["peak_step_memory_mb"],
-            ]
-        )
+        m = mem[c]["peak_step_memory_mb"]
+        rows.append([c, a.batch, unet, sec[c], sec[c] / ref_s, m, m / ref_m])
     headers = [
         "config",
         "batch",
         "UNet passes",
-        "s/step",
+        "s/step (median)",
         "time vs T2V-Turbo",
         "peak step memory (MB)",
         "memory vs T2V-Turbo",
     ]
     table = C.markdown(headers, rows)
-    mem_ratio = ref["peak_step_memory_mb"] / best["chain-k4"]["peak_step_memory_mb"]
+    mem_ratio = ref_m / mem["chain-k4"]["peak_step_memory_mb"]
     targets = {"turbo_over_chain_k4_memory": mem_ratio, "target": 0.5, "met": mem_ratio <= 0.5}
+    ref = mem["t2v-turbo"]
     print(
-        f"\n## Training step cost: batch {a.batch}, {a.steps} measured steps x {rounds} round(s) per config\n"
+        f"\n## Training step cost: batch {a.batch}, {a.rounds} interleaved timing rounds, memory per subprocess\n"
     )
     print(
         f"Machine: {C.machine_line(info)}. Models: {ref['models']}; rewards: {ref['rewards']}; "
         f"{ref['trainable_params'] / 1e6:.2f} M trainable parameters (full fine-tuning, AdamW); "
-        f"decode checkpointing {'on' if a.decode_checkpointing else 'off'}. Memory: {ref['memory_method']}.\n"
+        f"decode checkpointing {'on' if a.decode_checkpointing else 'off'}. Memory: {ref['memory_method']}, "
+        f"one fresh process per configuration ({a.warmup} warm-up + {a.steps} measured steps).\n"
     )
     print(table)
     print(
@@ -302,10 +295,11 @@ def main(argv=None) -> int:
         "benchmark": "training",
         "machine": info,
         "batch": a.batch,
-        "steps": a.steps,
-        "rounds": rounds,
+        "rounds": a.rounds,
         "decode_checkpointing": a.decode_checkpointing,
-        "results": best,
+        "seconds_per_step": sec,
+        "raw_seconds": timing,
+        "memory": mem,
         "targets": targets,
         "table": table,
     }

@@ -23,6 +23,8 @@ class DistillConfig:
         loss_type: "huber" (pseudo-Huber, c = huber_c) or "l2".
         target: "online" (the student itself under stop-gradient, released code) or "ema" (paper).
         decode_checkpointing: recompute VAE decoder activations in the reward backward.
+        compute_cd: False skips steps 4-6 (teacher, target, L_CD) for ranks that only compute rewards
+            (the released reward placement); the random draws stay identical.
     """
 
     w_min: float = 5.0
@@ -33,16 +35,17 @@ class DistillConfig:
     sigma_data: float = 0.5
     timestep_scaling: float = 10.0
     decode_checkpointing: bool = False
+    compute_cd: bool = True
 
 
 def distill_step(
     student: Backbone,
-    teacher: Backbone,
+    teacher: Backbone | None,
     solver: DDIMSolver,
     z0: Tensor,
     prompts: Sequence[str],
     cond: Tensor,
-    uncond: Tensor,
+    uncond: Tensor | None,
     rewards: Sequence = (),
     config: DistillConfig | None = None,
     target: Backbone | None = None,
@@ -60,10 +63,13 @@ def distill_step(
         {"loss": total (differentiable), "loss_cd": ..., "reward/<name>": ..., "w": mean w, "t": mean t}.
     """
     cfg = config or DistillConfig()
-    schedule = teacher.schedule
+    if teacher is None and cfg.compute_cd:
+        raise ValueError("a teacher is needed unless config.compute_cd is False")
+    schedule = (teacher or student).schedule
     b = z0.shape[0]
     dev = z0.device
-    uncond = uncond.expand(b, *uncond.shape[1:])
+    if uncond is not None:
+        uncond = uncond.expand(b, *uncond.shape[1:])
 
     # 1. Sample the grid index n (t_{n+k} = tau_n, t_n = max(tau_n - k, 0)) and the guidance scale w.
     index = solver.sample_indices(b, generator)
@@ -80,30 +86,29 @@ def distill_step(
     x0_student, _ = schedule.to_x0_eps(out.float(), z_t.float(), t_start)
     f_theta = consistency_output(z_t.float(), x0_student, t_start, cfg.sigma_data, cfg.timestep_scaling)
 
-    with torch.no_grad():
-        # 4. Teacher CFG on x0 and eps (cond and uncond in one batch), then one DDIM step to t_n.
-        both = teacher.model_output(
-            torch.cat([z_t, z_t]), torch.cat([t_start, t_start]), torch.cat([cond, uncond.to(cond.dtype)])
-        ).float()
-        x0_both, eps_both = schedule.to_x0_eps(
-            both, torch.cat([z_t, z_t]).float(), torch.cat([t_start, t_start])
-        )
-        x0_c, x0_u = x0_both.chunk(2)
-        eps_c, eps_u = eps_both.chunk(2)
-        x0_cfg = cfg_combine(x0_c, x0_u, w)
-        eps_cfg = cfg_combine(eps_c, eps_u, w)
-        z_prev = solver.step(x0_cfg, eps_cfg, index.to(dev))
+    if cfg.target == "ema" and target is None:
+        raise ValueError("config.target == 'ema' needs an EMA target backbone")
+    loss_cd = f_theta.new_zeros(())
+    if cfg.compute_cd:  # False only on reward-only ranks (released placement)
+        with torch.no_grad():
+            # 4. Teacher CFG on x0 and eps (cond and uncond in one batch), then one DDIM step to t_n.
+            z_both, t_both = torch.cat([z_t, z_t]), torch.cat([t_start, t_start])
+            both = teacher.model_output(z_both, t_both, torch.cat([cond, uncond.to(cond.dtype)])).float()
+            x0_both, eps_both = schedule.to_x0_eps(both, z_both.float(), t_both)
+            x0_c, x0_u = x0_both.chunk(2)
+            eps_c, eps_u = eps_both.chunk(2)
+            x0_cfg = cfg_combine(x0_c, x0_u, w)
+            eps_cfg = cfg_combine(eps_c, eps_u, w)
+            z_prev = solver.step(x0_cfg, eps_cfg, index.to(dev))
 
-        # 5. Target prediction at t_n (online student under stop-gradient, or the EMA copy).
-        tgt = target if (cfg.target == "ema" and target is not None) else student
-        if cfg.target == "ema" and target is None:
-            raise ValueError("config.target == 'ema' needs an EMA target backbone")
-        out_t = tgt.model_output(z_prev.to(z_t.dtype), t_end, cond, w_emb).float()
-        x0_target, _ = schedule.to_x0_eps(out_t, z_prev, t_end)
-        f_target = consistency_output(z_prev, x0_target, t_end, cfg.sigma_data, cfg.timestep_scaling)
+            # 5. Target prediction at t_n (online student under stop-gradient, or the EMA copy).
+            tgt = target if cfg.target == "ema" else student
+            out_t = tgt.model_output(z_prev.to(z_t.dtype), t_end, cond, w_emb).float()
+            x0_target, _ = schedule.to_x0_eps(out_t, z_prev, t_end)
+            f_target = consistency_output(z_prev, x0_target, t_end, cfg.sigma_data, cfg.timestep_scaling)
 
-    # 6. Consistency loss d(f_theta, f_target).
-    loss_cd = consistency_loss(f_theta, f_target, cfg.loss_type, cfg.huber_c)
+        # 6. Consistency loss d(f_theta, f_target).
+        loss_cd = consistency_loss(f_theta, f_target, cfg.loss_type, cfg.huber_c)
 
     # 7. Reward terms on the student's one-step prediction, decoded through the VAE with gradients.
     def decode(z: Tensor, frames: list[int]) -> Tensor:

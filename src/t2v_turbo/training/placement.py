@@ -10,17 +10,17 @@ prints the effective weight of each term: weight x (ranks computing it) / world 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..distill import distill_step
 from ..errors import UserError
-from ..losses import reward_terms
 from ..models.base import Backbone
 from ..rewards.base import RewardTerm
-from ..schedule import consistency_output
 from ..solvers import DDIMSolver
 
 CD = "consistency"
@@ -106,29 +106,19 @@ def reward_only_step(
     config,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    """The reward part of Algorithm 1 alone, for ranks that do not compute the consistency loss.
-
-    Draws exactly like `distill_step` (grid index, w, noise), forms the student's one-step
-    prediction f_theta and returns -sum_i beta_i R_i(decode(f_theta)) with its terms.
-    """
-    schedule = student.schedule
-    b, dev = z0.shape[0], z0.device
-    # 1. t_{n+k} = tau_n and w ~ U[w_min, w_max]
-    index = solver.sample_indices(b, generator)
-    t_start, _ = (x.to(dev) for x in solver.timestep_pair(index))
-    w = config.w_min + (config.w_max - config.w_min) * torch.rand(b, generator=generator)
-    w_emb = student.w_embedding(w)
-    # 2. z_{t_{n+k}} = alpha z0 + sigma eps
-    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(dev)
-    z_t = schedule.add_noise(z0, noise, t_start)
-    # 3. f_theta = c_skip z + c_out x0_theta
-    out = student.model_output(z_t, t_start, cond, w_emb)
-    x0, _ = schedule.to_x0_eps(out.float(), z_t.float(), t_start)
-    f_theta = consistency_output(z_t.float(), x0, t_start, config.sigma_data, config.timestep_scaling)
-
-    def decode(z: Tensor, frames: list[int]) -> Tensor:
-        return student.decode_latents(z.to(student.dtype), frames, checkpoint=config.decode_checkpointing)
-
-    # 7-8. L = -sum_i beta_i R_i
-    loss, logs = reward_terms(f_theta, prompts, rewards, decode, generator)
-    return {"loss": loss, **logs, "w": w.mean(), "t": t_start.float().mean()}
+    """The reward part of Algorithm 1 alone, for ranks that do not compute the consistency loss:
+    `distill_step` with `compute_cd=False` (same random draws; no teacher or target calls)."""
+    terms = distill_step(
+        student,
+        None,
+        solver,
+        z0,
+        prompts,
+        cond,
+        None,
+        rewards,
+        dataclasses.replace(config, compute_cd=False),
+        generator=generator,
+    )
+    terms.pop("loss_cd", None)
+    return terms
