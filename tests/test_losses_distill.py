@@ -47,8 +47,8 @@ def test_reward_terms_weighting_and_frames():
         lat, ["a", "b"], [RewardTerm("v", r, 2.0)], decode, torch.Generator().manual_seed(0)
     )
     score = lat[:, :3, seen[0]].mean()
-    assert float(loss.detach()) == pytest.approx(-2.0 * float(score.detach()), rel=1e-6)
-    assert float(logs["reward/v"]) == pytest.approx(float(score), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(-2.0 * float(score.detach()), rel=1e-5)
+    assert float(logs["reward/v"]) == pytest.approx(float(score.detach()), rel=1e-5)
     # strided frames: stride T // N = 2
     assert seen[0][1] - seen[0][0] == 2 and len(seen[0]) == 3
 

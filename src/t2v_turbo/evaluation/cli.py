@@ -54,12 +54,14 @@ def build_scorer(spec: str):
 
 
 def _shipped_world_reward(name: str) -> bool:
+    """Whether the shipped MovingDigits folder holds the world reward `name` ("md-image" / "md-video")."""
     from ..pipeline import WORLD_DIR
 
     return (WORLD_DIR / {"md-image": "reward_image", "md-video": "reward_video"}[name]).exists()
 
 
 def read_eval_prompts(args) -> list[str]:
+    """Prompts from `--moving-digits N` (a seeded canonical subset) or positional args + `--prompt-file`."""
     from ..pipeline import read_prompts
 
     if args.moving_digits:
@@ -128,6 +130,7 @@ def _real_videos_fn(spec: str):
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The `t2v-turbo eval` argument parser."""
     p = argparse.ArgumentParser(
         prog="t2v-turbo eval",
         description="Generate with fixed seeds for each model and step count, score every video, and write "
@@ -209,6 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str]) -> int:
+    """Run `t2v-turbo eval` with `argv`; returns the exit code (bad input raises UserError)."""
     a = make_parser().parse_args(argv)
     prompts = read_eval_prompts(a)
     if min(a.steps + a.teacher_steps) < 1 or not a.seeds:

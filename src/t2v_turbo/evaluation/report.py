@@ -35,6 +35,7 @@ def metric_order(results: dict) -> list[str]:
 
 
 def title(name: str) -> str:
+    """Column / panel title of a metric."""
     return KNOWN[name][0] if name in KNOWN else name
 
 

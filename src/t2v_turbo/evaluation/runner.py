@@ -98,9 +98,7 @@ def score_videos(
     return {k: torch.cat(vs) for k, vs in out.items()}
 
 
-def run_settings(
-    model: Backbone, steps: int, guidance: float, teacher_guidance: float | None
-) -> tuple[str, float]:
+def run_settings(model: Backbone, guidance: float, teacher_guidance: float | None) -> tuple[str, float]:
     """(sampler, guidance) for a run: students sample with consistency steps and embed `guidance`
     (T2V-Turbo convention); teachers use DDIM + CFG at `teacher_guidance` (default 1 + guidance,
     the CFG scale equivalent to the student's w)."""
@@ -152,7 +150,7 @@ def evaluate(
     real_features = None
     warmed: set[str] = set()
     for label, model, n in jobs:
-        sampler, g = run_settings(model, n, guidance, teacher_guidance)
+        sampler, g = run_settings(model, guidance, teacher_guidance)
         if label not in warmed:  # first-call costs (allocator, kernels) stay out of the timings
             generate(model, prompts[:1], 1, g, 0, timestep_rule=timestep_rule)
             warmed.add(label)

@@ -127,6 +127,7 @@ def export_vbench(
 
 
 def vbench_available() -> bool:
+    """Whether the optional `vbench` package can be imported."""
     return importlib.util.find_spec("vbench") is not None
 
 
@@ -171,6 +172,7 @@ def run_vbench(
 
 
 def cli(argv: list[str]) -> int:
+    """Run `t2v-turbo export-vbench` with `argv`; returns the exit code."""
     from .cli import read_eval_prompts
 
     p = argparse.ArgumentParser(prog="t2v-turbo export-vbench", description=__doc__.split("\n")[0])

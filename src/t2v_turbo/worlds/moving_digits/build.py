@@ -133,8 +133,10 @@ def train_vae(
 # ------------------------------------------------------------------------------------------ 2. text + rewards
 def train_text_and_rewards(
     out_dir: str | Path | None = None,
-    image_steps: int = 300,
-    video_steps: int = 400,
+    image_steps: int = 2500,
+    video_steps: int = 1600,
+    image_lr: float = 1e-3,
+    video_lr: float = 2e-3,
     batch_size: int = 48,
     kinds: Sequence[str] = ("video", "image"),
     text_encoder: str = "random",
@@ -150,6 +152,8 @@ def train_text_and_rewards(
         out_dir: world folder (default: the shipped assets folder).
         image_steps: contrastive steps of the image reward (one frame per video, `batch_size` videos).
         video_steps: contrastive steps of the video reward.
+        image_lr: peak learning rate of the image reward (a ViT: lower than the conv net's).
+        video_lr: peak learning rate of the video reward.
         batch_size: videos per step.
         kinds: which rewards to train; both by default.
         text_encoder: the teacher's frozen text tower: "random" (a seeded random CLIPTextModel, the
@@ -173,12 +177,12 @@ def train_text_and_rewards(
     tokenizer = md_models.build_tokenizer()
     tokenizer.save_pretrained(out / "tokenizer")
     info: dict = {"stage": "text_and_rewards"}
-    for kind, steps in (("video", video_steps), ("image", image_steps)):
+    for kind, steps, lr in (("video", video_steps, video_lr), ("image", image_steps, image_lr)):
         if kind not in kinds:
             continue
         reward = (build_video_reward if kind == "video" else build_image_reward)(tokenizer, seed=seed)
         info[f"{kind}_train"] = train_reward(
-            reward, steps=steps, batch_size=batch_size, seed=seed, progress=progress
+            reward, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
         )
         info[f"{kind}_accuracy"] = reward_accuracy(reward, seed=seed)
         reward.save_pretrained(out / f"reward_{kind}")
