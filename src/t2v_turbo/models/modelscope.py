@@ -101,6 +101,10 @@ class DiffusersVideoBackbone(Backbone):
             t = t.expand(z_t.shape[0])
         if w_emb is not None and self.w_embedding_dim is None:
             raise ValueError("this backbone has no guidance embedding (a teacher); pass w_emb=None")
+        if type(self.unet).__name__ == "UNetMotionModel" and cond.shape[0] == z_t.shape[0]:
+            # UNetMotionModel runs its spatial layers per frame and expects (B * T, L, D) conditioning
+            # (AnimateDiff pipelines repeat it themselves): frame-major within each video
+            cond = cond.repeat_interleave(z_t.shape[2], dim=0)
         # (B, c, T, h, w) -> (B, c, T, h, w)
         return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
 

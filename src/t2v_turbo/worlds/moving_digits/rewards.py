@@ -244,14 +244,16 @@ class MDVideoReward(_WorldReward):
 # ------------------------------------------------------------------------------------------ factories
 @register_reward("md-image")
 def md_image_reward(path: str | Path | None = None, num_frames: int | None = None, **_) -> MDImageReward:
-    """The MovingDigits image-text reward (default: the shipped weights)."""
-    return MDImageReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_image", num_frames)
+    """The MovingDigits image-text reward (default: the shipped weights), frozen, eval mode."""
+    reward = MDImageReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_image", num_frames)
+    return reward.requires_grad_(False).eval()
 
 
 @register_reward("md-video")
 def md_video_reward(path: str | Path | None = None, num_frames: int | None = None, **_) -> MDVideoReward:
-    """The MovingDigits video-text reward (default: the shipped weights)."""
-    return MDVideoReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_video", num_frames)
+    """The MovingDigits video-text reward (default: the shipped weights), frozen, eval mode."""
+    reward = MDVideoReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_video", num_frames)
+    return reward.requires_grad_(False).eval()
 
 
 # ------------------------------------------------------------------------------------------ building

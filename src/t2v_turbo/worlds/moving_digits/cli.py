@@ -1,0 +1,150 @@
+"""`t2v-turbo world build | table`: rebuild the MovingDigits world, regenerate its results table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ...errors import UserError
+
+CLAIMS_DOC = """The paper's claims, in miniature (checked on the table above):
+1. T2V-Turbo at 4 steps at least matches the 50-step teacher on alignment;
+2. it clearly beats VCM at 4 steps;
+3. it is at least 10x faster per video than the teacher."""
+
+
+def _run(results: dict, model: str, steps: int) -> dict | None:
+    for r in results["runs"]:
+        if r["model"] == model and r["steps"] == steps:
+            return r
+    return None
+
+
+def check_claims(results: dict, alignment: str = "judge/all_correct") -> list[dict]:
+    """The three headline claims as (claim, measured numbers, holds) from an eval results dict."""
+    turbo, vcm = _run(results, "turbo", 4), _run(results, "vcm", 4)
+    teacher = next((r for r in results["runs"] if r["model"] == "teacher"), None)
+    if not (turbo and vcm and teacher):
+        return []
+
+    def m(run):
+        return run["metrics"][alignment]["mean"]
+
+    speed = teacher["seconds_per_video"] / turbo["seconds_per_video"]
+    return [
+        {
+            "claim": "T2V-Turbo 4 steps >= teacher DDIM-50 (alignment)",
+            "measured": f"{m(turbo):.3f} vs {m(teacher):.3f}",
+            "holds": m(turbo) >= m(teacher),
+        },
+        {
+            "claim": "T2V-Turbo 4 steps clearly beats VCM 4 steps (alignment, +0.05 or more)",
+            "measured": f"{m(turbo):.3f} vs {m(vcm):.3f}",
+            "holds": m(turbo) >= m(vcm) + 0.05,
+        },
+        {
+            "claim": "T2V-Turbo 4 steps >= 10x faster per video than the teacher",
+            "measured": f"{speed:.1f}x ({turbo['seconds_per_video'] * 1000:.1f} ms vs {teacher['seconds_per_video'] * 1000:.1f} ms)",
+            "holds": speed >= 10,
+        },
+    ]
+
+
+def results_table(
+    world: str | Path | None = None,
+    out_dir: str | Path = "docs/moving_digits",
+    num_prompts: int = 280,
+    seeds: tuple[int, ...] = (0,),
+    batch_size: int = 70,
+) -> dict:
+    """Generate every model x step count on the canonical prompts, judge and score them, and write
+    results.json, results.md and score_vs_steps.png to `out_dir`. Returns the results with "claims"."""
+    from ...evaluation.cli import build_scorer
+    from ...evaluation.report import markdown_table, write_report
+    from ...evaluation.runner import Scorers, evaluate
+    from ...pipeline import WORLD_DIR, load_backbone
+    from .dataset import prompt_subset
+    from .judge import get_judge
+
+    root = Path(world) if world else WORLD_DIR
+    models = {}
+    for name in ("teacher", "vcm", "turbo"):
+        if not (root / name / "unet").exists():
+            raise UserError(f"{root / name} is missing: build the world first (`t2v-turbo world build`)")
+        models[name] = load_backbone(root / name) if world else load_backbone(name)
+    scorers = Scorers(judge=get_judge())
+    for name, folder in (("md-image", "reward_image"), ("md-video", "reward_video")):
+        scorers.rewards[name] = build_scorer(f"{name}:path={root / folder}")
+    scorers.clip, scorers.clip_name = scorers.rewards["md-image"], "md-image"
+    scorers.feature_fn, scorers.feature_name = scorers.clip.image_features, "md-image image features"
+    prompts = prompt_subset(num_prompts)
+    t0 = time.time()
+    results = evaluate(
+        models,
+        prompts,
+        steps=(1, 2, 4, 8),
+        teacher_steps=(50,),
+        seeds=seeds,
+        scorers=scorers,
+        batch_size=batch_size,
+    )
+    results["claims"] = check_claims(results)
+    results["seconds"] = time.time() - t0
+    out = Path(out_dir)
+    write_report(results, out)
+    md = (out / "results.md").read_text()
+    lines = [md.rstrip(), "", CLAIMS_DOC, ""]
+    lines += [
+        f"- {'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}" for c in results["claims"]
+    ]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(markdown_table(results))
+    for c in results["claims"]:
+        print(f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}")
+    return results
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="t2v-turbo world", description="The MovingDigits world.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser(
+        "build", help="rebuild the world from scratch (VAE, text + rewards, teacher, students)"
+    )
+    b.add_argument("--out", default=None, help="world folder (default: the shipped assets folder)")
+    b.add_argument("--stages", default="vae,text_and_rewards,teacher,students")
+    b.add_argument("--quick", action="store_true", help="a seconds-long smoke build (useless weights)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
+    b.add_argument("--student-steps", type=int, default=None, help="override the students' train.max_steps")
+    t = sub.add_parser("table", help="regenerate the results table (markdown, JSON, PNG plot)")
+    t.add_argument("--world", default=None, help="world folder (default: the shipped models)")
+    t.add_argument("--out-dir", default="docs/moving_digits")
+    t.add_argument("--prompts", type=int, default=280, help="number of canonical prompts (280 = all)")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    a = p.parse_args(argv)
+    if a.cmd == "build":
+        from .build import STAGES, build_world
+        from .students import distill_student
+
+        stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise UserError(f"unknown stages {bad}; valid: {list(STAGES)}")
+        if a.quick and a.out is None:
+            raise UserError("--quick needs --out (it would overwrite the shipped weights)")
+        overrides = {}
+        if a.student_steps:
+            overrides["train.max_steps"] = a.student_steps
+        if a.quick:
+            overrides.update({"train.max_steps": 2, "checkpoint.every": 1, "validation.every": 0})
+
+        def trainer(out, name, recipe):
+            return distill_student(out, name, recipe, overrides)
+
+        report = build_world(a.out, stages, quick=a.quick, num_threads=a.threads, trainer=trainer)
+        print(f"world built in {report['seconds']:.0f} s -> {report['out_dir']}")
+        return 0
+    results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds))
+    return 0
