@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import sys
 import time
@@ -108,6 +109,12 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         raise UserError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
     print_ = printer or tqdm.write
     trackers = metrics.available_trackers(t.trackers, print_)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # train() may run several times in one process (the world builds two students): accelerate keeps
+        # a process-wide state that refuses a new mixed-precision setting unless reset
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(
         cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=str(run)
     )

@@ -613,6 +613,10 @@ class VideoCrafter2(Backbone):
             elif not isinstance(obj, dict):
                 raise TypeError(f"{path}: unsupported checkpoint content {type(obj).__name__}")
             elif any(k.startswith(VAE_PREFIX) for k in obj):
+                if config is None and (path.parent / CONFIG_NAME).exists():
+                    # an architecture recorded next to the checkpoint (e.g. a resized synthetic model.ckpt)
+                    cfg_json = json.loads((path.parent / CONFIG_NAME).read_text())
+                    config = VC2Config.from_dict(cfg_json)
                 model = cls._from_official(obj, config or VC2Config.official(), torch_dtype, tokenizer)
             else:
                 model = cls._from_unet_file(obj, cls._base(base, path, tokenizer, torch_dtype), torch_dtype)
