@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..schedule import NoiseSchedule, guidance_embedding
@@ -180,3 +181,49 @@ def read_metadata(path: str | Path) -> dict:
 def frozen_parameters_have_no_grad(modules: Iterable[nn.Module]) -> bool:
     """True when no parameter of `modules` holds a gradient (a test helper for gradient flow)."""
     return all(p.grad is None for m in modules for p in m.parameters())
+
+
+class FrameVAEMixin:
+    """`encode_video` / `decode_latents` for adapters with a 2D image VAE (diffusers `AutoencoderKL`)
+    applied frame by frame. Needs `self.vae`, `self.scaling_factor` and `self.vae_chunk` (frames per call)."""
+
+    @staticmethod
+    def _frames_2d(x: Tensor) -> Tensor:
+        # (B, C, T, H, W) -> (B * T, C, H, W), frame-major within each video
+        b, c, t, h, w = x.shape
+        return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+    @staticmethod
+    def _frames_5d(x: Tensor, b: int) -> Tensor:
+        # (B * T, C, H, W) -> (B, C, T, H, W)
+        n, c, h, w = x.shape
+        return x.view(b, n // b, c, h, w).transpose(1, 2)
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> posterior sample x scaling factor (LDM convention), per frame."""
+        frames = self._frames_2d(video.to(self.vae.dtype))
+        parts = [
+            self.vae.encode(chunk).latent_dist.sample(generator=generator) * self.scaling_factor
+            for chunk in frames.split(self.vae_chunk)
+        ]
+        return self._frames_5d(torch.cat(parts), video.shape[0])
+
+    def decode_latents(
+        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+    ) -> Tensor:
+        """Scaled latents (B, c, T, h, w) -> video (B, 3, T', H, W) in [-1, 1], differentiable, per frame."""
+        if frames is not None:
+            z = z[:, :, torch.as_tensor(frames, dtype=torch.long, device=z.device)]
+        flat = self._frames_2d(z / self.scaling_factor).to(self.vae.dtype)
+
+        def _decode(x: Tensor) -> Tensor:
+            return self.vae.decode(x).sample
+
+        parts = []
+        for chunk in flat.split(self.vae_chunk):
+            if checkpoint and torch.is_grad_enabled():
+                parts.append(torch.utils.checkpoint.checkpoint(_decode, chunk, use_reentrant=False))
+            else:
+                parts.append(_decode(chunk))
+        return self._frames_5d(torch.cat(parts), z.shape[0])

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..schedule import NoiseSchedule
-from .base import Backbone, read_metadata
+from .base import Backbone, FrameVAEMixin, read_metadata
 
 UNET_CLASSES = ("UNet3DConditionModel", "UNetMotionModel")
 
@@ -39,7 +39,7 @@ def _checkpointed_forward(orig_forward, *args, **kwargs):
     return orig_forward(*args, **kwargs)
 
 
-class DiffusersVideoBackbone(Backbone):
+class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
     """ModelScope / AnimateDiff-style text-to-video model behind the backbone contract.
 
     Args:
@@ -107,44 +107,6 @@ class DiffusersVideoBackbone(Backbone):
             cond = cond.repeat_interleave(z_t.shape[2], dim=0)
         # (B, c, T, h, w) -> (B, c, T, h, w)
         return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
-
-    # ------------------------------------------------------------------ VAE
-    def _frames_2d(self, x: Tensor) -> Tensor:
-        b, c, t, h, w = x.shape
-        return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-
-    def _frames_5d(self, x: Tensor, b: int) -> Tensor:
-        n, c, h, w = x.shape
-        return x.view(b, n // b, c, h, w).permute(0, 2, 1, 3, 4)
-
-    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        frames = self._frames_2d(video.to(self.vae.dtype))
-        with torch.no_grad():
-            parts = []
-            for chunk in frames.split(self.vae_chunk):
-                dist = self.vae.encode(chunk).latent_dist
-                # latent = posterior sample x scaling factor (LDM convention)
-                parts.append(dist.sample(generator=generator) * self.scaling_factor)
-        return self._frames_5d(torch.cat(parts), video.shape[0])
-
-    def decode_latents(
-        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
-    ) -> Tensor:
-        if frames is not None:
-            z = z[:, :, torch.as_tensor(frames, dtype=torch.long, device=z.device)]
-        b = z.shape[0]
-        flat = self._frames_2d(z / self.scaling_factor).to(self.vae.dtype)
-
-        def _decode(x: Tensor) -> Tensor:
-            return self.vae.decode(x).sample
-
-        parts = []
-        for chunk in flat.split(self.vae_chunk):
-            if checkpoint and torch.is_grad_enabled():
-                parts.append(torch.utils.checkpoint.checkpoint(_decode, chunk, use_reentrant=False))
-            else:
-                parts.append(_decode(chunk))
-        return self._frames_5d(torch.cat(parts), b)
 
     def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
         t, h, w = self.resolution

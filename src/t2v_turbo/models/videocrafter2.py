@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..schedule import NoiseSchedule, guidance_embedding
-from .base import Backbone, read_metadata
+from .base import Backbone, FrameVAEMixin, read_metadata
 from .vc2_unet import VC2UNet, VC2UNetConfig
 from .vc2_vae import build_vae, load_ldm_vae, vae_config, vae_state_dict_to_ldm
 
@@ -273,7 +272,7 @@ def _clip_tokenizer():
 
 
 # ----------------------------------------------------------------------------- the backbone
-class VideoCrafter2(Backbone):
+class VideoCrafter2(FrameVAEMixin, Backbone):
     """VideoCrafter2 text-to-video LDM (or a T2V-Turbo student of it) behind the backbone contract.
 
     Args:
@@ -381,45 +380,6 @@ class VideoCrafter2(Backbone):
     @property
     def scaling_factor(self) -> float:
         return float(self.config.scale_factor)
-
-    @staticmethod
-    def _frames_2d(x: Tensor) -> Tensor:
-        b, c, t, h, w = x.shape
-        return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-    @staticmethod
-    def _frames_5d(x: Tensor, b: int) -> Tensor:
-        n, c, h, w = x.shape
-        return x.view(b, n // b, c, h, w).transpose(1, 2)
-
-    @torch.no_grad()
-    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(B, 3, T, H, W) in [-1, 1] -> (B, 4, T, H/8, W/8): posterior sample x 0.18215, frame by frame."""
-        frames = self._frames_2d(video.to(self.vae.dtype))
-        parts = [
-            self.vae.encode(chunk).latent_dist.sample(generator=generator) * self.scaling_factor
-            for chunk in frames.split(self.vae_chunk)
-        ]
-        return self._frames_5d(torch.cat(parts), video.shape[0])
-
-    def decode_latents(
-        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
-    ) -> Tensor:
-        """Scaled latents (B, 4, T, h, w) -> video (B, 3, T', H, W) in [-1, 1], differentiable, per frame."""
-        if frames is not None:
-            z = z[:, :, torch.as_tensor(frames, dtype=torch.long, device=z.device)]
-        flat = self._frames_2d(z / self.scaling_factor).to(self.vae.dtype)
-
-        def _decode(x: Tensor) -> Tensor:
-            return self.vae.decode(x).sample
-
-        parts = []
-        for chunk in flat.split(self.vae_chunk):
-            if checkpoint and torch.is_grad_enabled():
-                parts.append(_checkpoint(_decode, chunk, use_reentrant=False))
-            else:
-                parts.append(_decode(chunk))
-        return self._frames_5d(torch.cat(parts), z.shape[0])
 
     def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
         t, h, w = self.resolution

@@ -245,6 +245,8 @@ def train_teacher(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
+    init_from: str | Path | None = None,
+    warmup: int = 100,
 ) -> dict:
     """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction, scaled-linear
     schedule, classifier-free guidance via `cond_dropout` empty prompts. Writes `out_dir/teacher/`.
@@ -267,6 +269,8 @@ def train_teacher(
         seed: seeds init, data and noise.
         progress: show a tqdm bar.
         callback: called as callback(step, eval_result) after each evaluation.
+        init_from: continue from a saved teacher UNet folder (e.g. a snapshot's `teacher/unet`).
+        warmup: learning-rate warm-up steps.
 
     Returns:
         dict with steps, seconds, final loss and the intermediate evaluations.
@@ -280,6 +284,10 @@ def train_teacher(
     rng = np.random.default_rng([seed, 505])
     gen = torch.Generator().manual_seed(seed)
     unet = md_models.build_unet(seed=seed)
+    if init_from is not None:
+        from diffusers import UNetMotionModel
+
+        unet.load_state_dict(UNetMotionModel.from_pretrained(init_from).state_dict())
     backbone = md_models.build_backbone(
         unet, md_models.load_vae(out), md_models.load_text_encoder(out), md_models.load_tokenizer(out)
     )
@@ -300,7 +308,7 @@ def train_teacher(
     bar = tqdm(range(steps), desc="teacher", disable=not progress, mininterval=2.0)
     for step in bar:
         unet.train()
-        _set_lr(opt, _cosine_lr(step, steps, 100, lr))
+        _set_lr(opt, _cosine_lr(step, steps, warmup, lr))
         # 1. data: videos -> scaled latents z0 (B, 4, 8, 8, 8); captions with CFG dropout
         videos, captions, _ = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
         captions = ["" if rng.random() < cond_dropout else c for c in captions]

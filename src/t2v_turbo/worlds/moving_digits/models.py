@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ...models.tiny import bytes_to_unicode
+
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "moving_digits"
 
 VAE_CHANNELS = (32, 64, 64)  # 3 levels -> 4x downsampling: 32x32 frames -> 4x8x8 latents
@@ -45,23 +47,6 @@ def load_vae(path: str | Path | None = None):
 # ------------------------------------------------------------------------------------------ tokenizer
 TEXT_MAX_LENGTH = 16
 TEXT_HIDDEN = 64
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The CLIP/GPT-2 byte -> printable unicode alphabet (256 symbols)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def word_merges(words: list[str]) -> list[tuple[str, str]]:
@@ -103,7 +88,7 @@ def build_tokenizer(max_length: int = TEXT_MAX_LENGTH):
 
     from .dataset import caption_words
 
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
     merges = word_merges(caption_words())
     for a, b in merges:
