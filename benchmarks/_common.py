@@ -85,9 +85,17 @@ def world_sized_teacher(seed: int = 0):
 
 
 def shipped_available(*names: str) -> bool:
+    """Whether the shipped MovingDigits folder holds these models ("teacher", "turbo", "reward_image", ...)."""
     from t2v_turbo.pipeline import WORLD_DIR
 
-    return all((WORLD_DIR / n / "unet").exists() for n in names)
+    def present(n: str) -> bool:
+        if n.startswith("reward_"):
+            return (WORLD_DIR / n / "reward_config.json").exists()
+        return (WORLD_DIR / n / "unet" / "config.json").exists() and any(
+            (WORLD_DIR / n / "unet").glob("*.safetensors")
+        )
+
+    return all(present(n) for n in names)
 
 
 def load_models(student_name: str = "turbo") -> tuple:
@@ -98,6 +106,15 @@ def load_models(student_name: str = "turbo") -> tuple:
         teacher = load_backbone("teacher").freeze().eval()
         student = load_backbone(student_name).eval()
         return teacher, student, f"shipped MovingDigits models (teacher, {student_name})"
+    if shipped_available("teacher"):
+        teacher = load_backbone("teacher").freeze().eval()
+        student = teacher.make_student(256, init="zero").eval()
+        note = (
+            f"the shipped MovingDigits teacher; the shipped {student_name!r} student is not built yet, so a fresh "
+            "student of the same architecture (teacher.make_student) stands in: speed and memory do not depend "
+            "on the weights"
+        )
+        return teacher, student, note
     teacher = world_sized_teacher().freeze().eval()
     student = teacher.make_student(256, init="zero").eval()
     note = (

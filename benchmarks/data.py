@@ -146,8 +146,7 @@ def main(argv=None) -> int:
     tr = C.RESULTS / "training.json"
     if tr.exists():
         t = json.loads(tr.read_text())
-        r = t["results"]["t2v-turbo"]
-        consume = t["batch"] / r["seconds_per_step"]
+        consume = t["batch"] / t["seconds_per_step"]["t2v-turbo"]
         consume_note = f"T2V-Turbo step consumes {consume:.2f} videos/s (benchmarks/results/training.json)"
     rows = []
     for k, v in best.items():

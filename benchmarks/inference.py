@@ -52,6 +52,9 @@ def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed
         return_tensors="pt",
     ).input_ids
     cond = model.text_encoder(ids)[0]
+    f = model.latent_shape(1)[2]
+    if type(model.unet).__name__ == "UNetMotionModel":  # AnimateDiff pipelines repeat the text per frame
+        cond = cond.repeat_interleave(f, dim=0)
     w = torch.full((len(prompts),), guidance_to_w(guidance, model.guidance_convention))
     w_emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, model.w_embedding_dim)
     latents = torch.randn(model.latent_shape(len(prompts)), generator=g)

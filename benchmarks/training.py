@@ -98,7 +98,7 @@ class Setup:
         # the world recipe (configs/moving-digits.yaml): full fine-tuning of a zero-initialised student
         self.student = self.teacher.make_student(256, init="zero").train()
         self.student.unet.requires_grad_(True)
-        self.rewards, self.reward_note = build_rewards(C.shipped_available("teacher"))
+        self.rewards, self.reward_note = build_rewards(C.shipped_available("reward_image", "reward_video"))
         for r in self.rewards:
             r.model.to(dev)
         self.params = self.student.trainable_parameters()

@@ -170,3 +170,45 @@ def test_ema_target_and_update(tiny_teacher, parts):
     expect = 0.95 * a.weight.detach() + 0.05 * b.weight.detach()
     ema_update(a, b, 0.95)
     torch.testing.assert_close(a.weight.detach(), expect)
+
+
+def test_reward_terms_decode_the_union_of_frames_once():
+    lat = torch.randn(1, 4, 8, 2, 2)
+    calls = []
+
+    def decode(z, frames):
+        calls.append(list(frames))
+        return z[:, :3, frames]
+
+    a = CallableReward(lambda v, p: v.mean(dim=(1, 2, 3, 4)), kind="image", num_frames=3)
+    b = CallableReward(lambda v, p: v.amax(dim=(1, 2, 3, 4)), kind="video", num_frames=4)
+    g = torch.Generator().manual_seed(1)
+    _, logs = reward_terms(lat, ["x"], [RewardTerm("a", a, 1.0), RewardTerm("b", b, 1.0)], decode, g)
+    g = torch.Generator().manual_seed(1)
+    fa, fb = a.select_frames(8, g), b.select_frames(8, g)
+    assert calls == [sorted(set(fa) | set(fb))]
+    assert float(logs["reward/a"]) == pytest.approx(float(lat[:, :3, fa].mean()), rel=1e-6)
+    assert float(logs["reward/b"]) == pytest.approx(float(lat[:, :3, fb].amax()), rel=1e-6)
+
+
+def test_make_student_from_an_in_memory_unet_gets_its_projection():
+    from diffusers import UNet3DConditionModel
+
+    from t2v_turbo.models.modelscope import DiffusersVideoBackbone
+    from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder, tiny_vae
+
+    unet = UNet3DConditionModel(  # time_cond_proj_dim left at its default
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+    )
+    teacher = DiffusersVideoBackbone(unet, tiny_vae(), tiny_text_encoder(), char_clip_tokenizer())
+    student = teacher.make_student(64, init="zero")
+    assert student.w_embedding_dim == 64 and student.unet.time_embedding.cond_proj.weight.shape == (16, 64)

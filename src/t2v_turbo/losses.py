@@ -36,8 +36,8 @@ def reward_terms(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Mixed reward on the student's single-step prediction (T2V-Turbo Eq. 9).
 
-    Each term picks its own frames (`term.model.select_frames`), decodes only those with gradients,
-    and scores them; loss contribution = -weight * mean score.
+    Each term picks its own frames (`term.model.select_frames`); the union of those frames is decoded
+    once with gradients, and each term scores its own; loss contribution = -weight * mean score.
 
     Args:
         latents: f_theta, the student's one-step prediction (B, c, T, h, w), scaled latents.
@@ -49,13 +49,16 @@ def reward_terms(
     total = latents.new_zeros((), dtype=torch.float32)
     logs: dict[str, Tensor] = {}
     num_frames = latents.shape[2]
-    for term in rewards:
-        if term.weight == 0:
-            continue
-        frames = term.model.select_frames(num_frames, generator)
-        video = decode(latents, frames)
+    picks = [(term, term.model.select_frames(num_frames, generator)) for term in rewards if term.weight != 0]
+    if not picks:
+        return total, logs
+    # decode the union of all terms' frames once (a frame two rewards share is decoded once)
+    union = sorted({f for _, frames in picks for f in frames})
+    video = decode(latents, union)
+    where = {f: i for i, f in enumerate(union)}
+    for term, frames in picks:
         # R = mean_b r(decode(f_theta)_frames, prompt_b)
-        score = term.model(video, list(prompts)).float().mean()
+        score = term.model(video[:, :, [where[f] for f in frames]], list(prompts)).float().mean()
         # L -= beta R  (T2V-Turbo: loss = L_CD - beta_img R_img - beta_vid R_vid)
         total = total - term.weight * score
         logs[f"reward/{term.name}"] = score.detach()

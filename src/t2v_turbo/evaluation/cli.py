@@ -224,7 +224,9 @@ def cli(argv: list[str]) -> int:
         scorers.rewards[parse_spec(spec)[0]] = build_scorer(spec).to(a.device)
     clip_spec = a.clip
     if clip_spec == "auto":
-        clip_spec = "md-image" if _is_moving_digits(prompts) and _shipped_world_reward("md-image") else "none"
+        world_sized = all(tuple(m.resolution[1:]) == (32, 32) for m in models.values())
+        use_md = _is_moving_digits(prompts) and world_sized and _shipped_world_reward("md-image")
+        clip_spec = "md-image" if use_md else "none"
         if clip_spec == "none":
             print("note: no --clip model given: text alignment skipped, temporal consistency on pixels")
     if clip_spec != "none":
@@ -236,7 +238,7 @@ def cli(argv: list[str]) -> int:
     if use_clip_features:
         if scorers.clip is None or not hasattr(scorers.clip, "image_features"):
             raise UserError("--consistency-features clip needs a --clip model with an image tower")
-        scorers.feature_fn, scorers.feature_name = scorers.clip.image_features, f"{clip_spec} image features"
+        scorers.feature_fn, scorers.feature_name = scorers.clip.image_features, f"{clip_spec} image"
     if a.judge == "on" or (a.judge == "auto" and _is_moving_digits(prompts)):
         if not _is_moving_digits(prompts):
             raise UserError("--judge on needs MovingDigits captions ('a red digit 7 moving left')")

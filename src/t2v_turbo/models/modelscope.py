@@ -127,6 +127,8 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             raise ValueError(f"unknown init {init!r}; valid: ['normal', 'zero']")
         cls = type(self.unet)
         config = dict(self.unet.config)
+        # diffusers drops overrides of keys it flags as defaults; the student must get its w projection
+        config.pop("_use_default_values", None)
         config["time_cond_proj_dim"] = w_embedding_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
