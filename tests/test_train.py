@@ -515,3 +515,23 @@ def test_two_processes_through_accelerate_launch(tmp_path, videos):
     rows = steps_of(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # one writer: each step logged once
     assert all("loss_cd" in r and "reward/test-motion" in r and "reward/test-red" in r for r in rows)
+
+
+def test_chain_mode_trains_only_through_the_reward(tmp_path, videos):
+    """The DRaFT-K baseline as a trainer mode: no consistency term, the reward moves the LoRA."""
+    cfg = tiny(
+        tmp_path,
+        videos,
+        train__mode="chain",
+        train__chain_steps=2,
+        train__chain_backprop=1,
+        train__max_steps=2,
+    )
+    result = train(cfg)
+    rows = steps_of(result.run_dir)
+    assert len(rows) == 2 and all("loss_cd" not in r for r in rows)
+    assert all(r["loss"] == pytest.approx(-r["reward/test-red"], rel=1e-5) for r in rows)
+    with pytest.raises(UserError, match="chain_backprop"):
+        train(
+            tiny(tmp_path / "b", videos, train__mode="chain", train__chain_backprop=3, train__chain_steps=2)
+        )

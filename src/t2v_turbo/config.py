@@ -197,8 +197,16 @@ class TrainSection:
         max_nan_steps: consecutive non-finite steps that stop the run.
         resume: None, "latest" or a checkpoint folder.
         trackers: "tensorboard" and/or "wandb" (through accelerate).
+        mode: "distill" (T2V-Turbo, Algorithm 1) or "chain" (the DRaFT-K / VADER baseline: reward
+            backpropagated through the last `chain_backprop` of `chain_steps` consistency sampling steps;
+            no consistency loss, data supplies only prompts).
+        chain_steps, chain_backprop, chain_guidance: N, K and w of the chain baseline.
     """
 
+    mode: str = _choice("distill", "distill", "chain")
+    chain_steps: int = 4
+    chain_backprop: int = 1
+    chain_guidance: float = 7.5
     max_steps: int = 10_000
     batch_size: int = 1
     grad_accum: int = 1
@@ -474,6 +482,11 @@ def validate(cfg: Config) -> None:
     need(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
     need(t.max_nan_steps >= 1, f"train.max_nan_steps must be >= 1, got {t.max_nan_steps}")
     need(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
+    need(
+        1 <= t.chain_backprop <= t.chain_steps,
+        f"train.chain_backprop must be in 1..train.chain_steps ({t.chain_steps}), got {t.chain_backprop}",
+    )
+    need(t.mode != "chain" or bool(cfg.rewards), "train.mode=chain needs at least one reward")
     bad = [x for x in t.trackers if x not in ("tensorboard", "wandb")]
     need(not bad, f"train.trackers: unknown {bad}; valid: ['tensorboard', 'wandb']")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")

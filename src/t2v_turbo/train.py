@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .chain_reward import chain_reward_step
 from .config import Config, describe, load_config, validate
 from .distill import distill_step, ema_update
 from .errors import UserError
@@ -227,7 +228,12 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             z0, cond, prompts = _prepare_batch(batch, teacher, cfg, g, dev)
             sync = micro == t.grad_accum - 1
             with contextlib.nullcontext() if sync else acc.no_sync(student.unet), acc.autocast():
-                if do_cd:
+                if t.mode == "chain":  # the chain-backprop baseline (benchmarks/training.py measures it)
+                    out = chain_reward_step(
+                        student, prompts, local_terms, t.chain_steps, t.chain_backprop, t.chain_guidance, g,
+                        step_cfg.decode_checkpointing, cond=cond,
+                    )  # fmt: skip
+                elif do_cd:
                     out = distill_step(
                         student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g
                     )
