@@ -25,15 +25,6 @@ from t2v_turbo.errors import UserError
 from t2v_turbo.video_io import write_video
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine is shared: one intra-op thread avoids OpenMP spin-waits under load
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gray_video(frames: int, h: int = 24, w: int = 32, step: int = 12) -> torch.Tensor:
     """(3, T, H, W) in [-1, 1]; frame k is uniform gray level 16 + step * k (uint8 scale)."""
     levels = torch.tensor([16 + step * k for k in range(frames)], dtype=torch.float32)

@@ -101,7 +101,18 @@ def test_cli_generate_videocrafter2_folder(tmp_path):
     teacher = VideoCrafter2(VC2Config.tiny())
     student = teacher.make_student(256, init="normal")
     student.save_pretrained(tmp_path / "vc2turbo")
-    rc = main(["generate", "a cat", "--model", str(tmp_path / "vc2turbo"), "--out-dir", str(tmp_path / "o"), "--steps", "4"])
+    rc = main(
+        [
+            "generate",
+            "a cat",
+            "--model",
+            str(tmp_path / "vc2turbo"),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--steps",
+            "4",
+        ]
+    )
     assert rc == 0
     frames, fps = read_video(tmp_path / "o" / "a cat-0.mp4")
     assert frames.shape[0] == VC2Config.tiny().resolution[0] and fps == pytest.approx(16)

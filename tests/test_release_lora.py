@@ -22,15 +22,6 @@ from t2v_turbo.models.release_lora import (
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: one intra-op thread is much faster on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MS_FULL = dict(
     block_out_channels=(320, 640, 1280, 1280),
     layers_per_block=2,

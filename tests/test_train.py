@@ -65,14 +65,6 @@ sys.exit(main(sys.argv[1:]))
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPU: avoid OpenMP spin-waits; also what the subprocesses use
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """Six 8-frame 24x32 clips with captions (a folder source)."""

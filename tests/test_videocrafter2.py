@@ -23,15 +23,6 @@ from t2v_turbo.models.videocrafter2 import (
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: one intra-op thread is much faster on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PROMPTS = ["a red digit 7 moving left", "a cyan digit 0 moving up"]
 
 

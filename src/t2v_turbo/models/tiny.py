@@ -61,7 +61,10 @@ def tiny_text_encoder(
         return CLIPTextModel(cfg).eval()
 
 
-def tiny_vae(seed: int = 0, channels: tuple[int, ...] = (16, 16)):
+def tiny_vae(
+    seed: int = 0, channels: tuple[int, ...] = (16, 16), norm_num_groups: int = 8, sample_size: int = 16
+):
+    """A seeded AutoencoderKL (RGB <-> 4 latent channels, downsampling 2^(len(channels) - 1))."""
     from diffusers import AutoencoderKL
 
     with torch.random.fork_rng(devices=[]):
@@ -74,8 +77,8 @@ def tiny_vae(seed: int = 0, channels: tuple[int, ...] = (16, 16)):
             up_block_types=("UpDecoderBlock2D",) * len(channels),
             block_out_channels=channels,
             layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=16,
+            norm_num_groups=norm_num_groups,
+            sample_size=sample_size,
         ).eval()
 
 

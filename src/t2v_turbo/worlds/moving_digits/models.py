@@ -20,21 +20,9 @@ VAE_CHANNELS = (32, 64, 64)  # 3 levels -> 4x downsampling: 32x32 frames -> 4x8x
 
 def build_vae(seed: int = 0, channels: tuple[int, ...] = VAE_CHANNELS):
     """A fresh AutoencoderKL for 32x32 RGB frames with 4 latent channels (downsampling 2^(levels-1))."""
-    from diffusers import AutoencoderKL
+    from ...models.tiny import tiny_vae
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * len(channels),
-            up_block_types=("UpDecoderBlock2D",) * len(channels),
-            block_out_channels=channels,
-            layers_per_block=1,
-            norm_num_groups=16,
-            sample_size=32,
-        )
+    return tiny_vae(seed, channels, norm_num_groups=16, sample_size=32).train()
 
 
 def load_vae(path: str | Path | None = None):
