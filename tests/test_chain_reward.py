@@ -11,15 +11,6 @@ from t2v_turbo.schedule import consistency_output
 PROMPTS = ["a red digit 1 moving left", "a blue digit 2 moving up"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spinning when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class PixelReward(RewardModel):
     """An image reward with its own (trainable-looking) parameter: it must never receive a gradient."""
 

@@ -13,15 +13,6 @@ from t2v_turbo.rewards.base import RewardModel, register_reward
 PROMPTS = ["a red digit 1 moving left", "a cat/dog"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spinning when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Brightness(RewardModel):
     """A video reward: mean brightness times the prompt length (so prompts matter)."""
 

@@ -70,28 +70,12 @@ def test_distill_step_reproducible_and_gradient_flow(tiny_teacher, parts):
     reward = PixelReward().requires_grad_(False)
     solver = DDIMSolver(tiny_teacher.schedule)
     terms = [RewardTerm("px", reward, 1.0)]
-    out1 = distill_step(
-        student,
-        tiny_teacher,
-        solver,
-        z0,
-        prompts,
-        cond,
-        uncond,
-        terms,
-        generator=torch.Generator().manual_seed(5),
-    )
-    out2 = distill_step(
-        student,
-        tiny_teacher,
-        solver,
-        z0,
-        prompts,
-        cond,
-        uncond,
-        terms,
-        generator=torch.Generator().manual_seed(5),
-    )
+
+    def step():
+        g = torch.Generator().manual_seed(5)
+        return distill_step(student, tiny_teacher, solver, z0, prompts, cond, uncond, terms, generator=g)
+
+    out1, out2 = step(), step()
     assert all(torch.equal(out1[k], out2[k]) for k in out1)
     assert float(out1["loss"]) == pytest.approx(float(out1["loss_cd"]) - float(out1["reward/px"]), rel=1e-5)
     assert 5.0 <= float(out1["w"]) <= 15.0
