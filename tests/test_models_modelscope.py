@@ -3,7 +3,7 @@ import torch
 
 from t2v_turbo.models.base import guidance_to_w
 from t2v_turbo.models.lora import add_lora, lora_target_names, merge_lora
-from t2v_turbo.models.modelscope import DiffusersVideoBackbone
+from t2v_turbo.models.modelscope import DiffusersVideoBackbone, frame_position_tokens
 
 
 def _inputs(model, b=2, seed=0):
@@ -140,3 +140,59 @@ def test_guidance_conventions():
     assert guidance_to_w(7.5, "diffusers-lcm") == 6.5
     with pytest.raises(ValueError, match="valid"):
         guidance_to_w(1.0, "other")
+
+
+# ------------------------------------------------------------------ frame-index tokens (UNetMotionModel)
+def test_frame_position_tokens_closed_form():
+    tok = frame_position_tokens(8, 64)
+    assert tok.shape == (8, 64)
+    torch.testing.assert_close(tok.norm(dim=1), torch.full((8,), 8.0))
+    # frame 0: sin(0) = 0, cos(0) = 1 scaled to norm 8 over 32 cosines
+    torch.testing.assert_close(tok[0], torch.cat([torch.zeros(32), torch.full((32,), 8 / 32**0.5)]))
+    # frame 1, first pair: frequency 1 rad/frame
+    assert tok[1, 0].item() == pytest.approx(torch.sin(torch.tensor(1.0)).item() * 8 / 32**0.5, abs=1e-6)
+    dist = torch.cdist(tok, tok) + torch.eye(8) * 100
+    assert dist.min() > 1.0  # every frame distinct
+    with pytest.raises(ValueError, match="even"):
+        frame_position_tokens(8, 63)
+
+
+def _motion_backbone(frame_tokens: bool):
+    from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder, tiny_vae
+    from t2v_turbo.worlds.moving_digits.models import build_unet
+
+    return DiffusersVideoBackbone(
+        build_unet(seed=0, channels=(16, 32), cross_attention_dim=32, num_frames=4),
+        tiny_vae(1),
+        tiny_text_encoder(seed=2),
+        char_clip_tokenizer(32),
+        native_fps=8,
+        resolution=(4, 16, 16),
+        frame_tokens=frame_tokens,
+    )
+
+
+def test_frame_tokens_appended_to_each_frame_and_persisted(tmp_path):
+    bb = _motion_backbone(True)
+    z, t, cond = _inputs(bb)
+    with torch.no_grad():
+        out = bb.model_output(z, t, cond)
+        # by hand: (B, L, D) -> (B*T, L + 1, D), frame-major within each video
+        per_frame = cond.repeat_interleave(4, dim=0)
+        tokens = frame_position_tokens(4, 32).repeat(2, 1)[:, None]
+        ref = bb.unet(z, t, encoder_hidden_states=torch.cat([per_frame, tokens], 1)).sample
+        plain = bb.unet(z, t, encoder_hidden_states=per_frame).sample
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert (out - plain).abs().max() > 1e-4  # the tokens change the prediction
+    student = bb.make_student(16, init="zero")
+    assert student.frame_tokens
+    bb.save_pretrained(tmp_path / "m")
+    loaded = DiffusersVideoBackbone.from_pretrained(tmp_path / "m")
+    assert loaded.frame_tokens
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model_output(z, t, cond), out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="UNetMotionModel"):
+        from t2v_turbo.models.tiny import tiny_modelscope
+
+        m = tiny_modelscope()
+        DiffusersVideoBackbone(m.unet, m.vae, m.text_encoder, m.tokenizer, frame_tokens=True)

@@ -33,6 +33,24 @@ def _unet_class(name: str):
     return getattr(diffusers, name)
 
 
+def frame_position_tokens(num_frames: int, dim: int, norm: float | None = None) -> Tensor:
+    """Fixed sinusoidal frame-index tokens, (T, dim), each of L2 norm `norm` (default sqrt(dim)).
+
+    Appended to every frame's text conditioning by `DiffusersVideoBackbone(frame_tokens=True)`, so
+    the per-frame spatial cross-attention knows where in the clip the frame is. Frequencies run
+    from 1 down to 0.1 rad/frame: every pair of frames in a short clip gets distinct tokens.
+    CLIP's final LayerNorm gives text tokens norm ~sqrt(dim), so the default matches their scale.
+    """
+    if dim % 2:
+        raise ValueError(f"frame tokens need an even conditioning width, got {dim}")
+    pos = torch.arange(num_frames, dtype=torch.float64)[:, None]
+    freq = 10.0 ** (-2.0 * torch.arange(dim // 2, dtype=torch.float64) / dim)
+    ang = pos * freq[None]
+    tok = torch.cat([ang.sin(), ang.cos()], dim=1)  # each row has norm sqrt(dim / 2)
+    scale = (norm if norm is not None else dim**0.5) / (dim / 2) ** 0.5
+    return (tok * scale).float()
+
+
 def _checkpointed_forward(orig_forward, *args, **kwargs):
     if torch.is_grad_enabled():
         return checkpoint(orig_forward, *args, use_reentrant=False, **kwargs)
@@ -49,6 +67,10 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         tokenizer: its tokenizer (saved with the weights: ids must never change).
         schedule: training noise schedule; default scaled-linear, epsilon.
         vae_chunk: frames per VAE call (bounds memory at full resolution).
+        frame_tokens: `UNetMotionModel` only: append `frame_position_tokens` to each frame's text
+            conditioning (the MovingDigits world uses it: diffusers' motion modules never see the
+            text and its spatial layers never see the frame index, so prompts could not steer the
+            direction of motion). Recorded in `t2v_turbo.json`; off for official checkpoints.
     """
 
     family = "modelscope"
@@ -65,8 +87,12 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         guidance_convention: str = "t2v-turbo",
         vae_chunk: int = 16,
         family: str | None = None,
+        frame_tokens: bool = False,
     ):
         super().__init__()
+        if frame_tokens and type(unet).__name__ != "UNetMotionModel":
+            raise ValueError("frame_tokens needs a UNetMotionModel (per-frame text conditioning)")
+        self.frame_tokens = bool(frame_tokens)
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.schedule = schedule or NoiseSchedule.make()
         self.native_fps = native_fps
@@ -105,6 +131,9 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             # UNetMotionModel runs its spatial layers per frame and expects (B * T, L, D) conditioning
             # (AnimateDiff pipelines repeat it themselves): frame-major within each video
             cond = cond.repeat_interleave(z_t.shape[2], dim=0)
+            if self.frame_tokens:  # (B * T, L, D) -> (B * T, L + 1, D)
+                tok = frame_position_tokens(z_t.shape[2], cond.shape[-1]).to(cond.device, cond.dtype)
+                cond = torch.cat([cond, tok.repeat(z_t.shape[0], 1)[:, None]], dim=1)
         # (B, c, T, h, w) -> (B, c, T, h, w)
         return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
 
@@ -152,6 +181,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             self.guidance_convention,
             self.vae_chunk,
             self.family,
+            self.frame_tokens,
         )
         unet.requires_grad_(True)
         return student
@@ -210,7 +240,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             "scheduler": ["diffusers", "DDIMScheduler"],
         }
         (path / "model_index.json").write_text(json.dumps(index, indent=2))
-        self.write_metadata(path, {"vae_chunk": self.vae_chunk})
+        self.write_metadata(path, {"vae_chunk": self.vae_chunk, "frame_tokens": self.frame_tokens})
 
     @classmethod
     def from_pretrained(
@@ -261,6 +291,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             guidance_convention=meta.get("guidance_convention", "t2v-turbo"),
             vae_chunk=meta.get("vae_chunk", 16),
             family=meta.get("family"),
+            frame_tokens=meta.get("frame_tokens", False),
         )
 
 

@@ -230,6 +230,57 @@ def evaluate_backbone(
     return out
 
 
+@torch.no_grad()
+def word_sensitivity(
+    backbone,
+    timesteps: Sequence[int] = (950, 800, 600, 400, 200),
+    num_videos: int = 28,
+    seed: int = 0,
+) -> dict[int, dict[str, float]]:
+    """How much the denoiser uses each part of the prompt: eps-MSE on ground-truth videos with the
+    true caption, with one attribute swapped (colour, digit, direction), and with the empty prompt.
+
+    The same noised latents are scored under every caption, so a model that ignores an attribute
+    gets exactly the "true" loss for its swap. Returns {t: {"true", "color", "digit", "direction",
+    "empty"}}. (The shipped MovingDigits teacher, 28 videos: swapping the direction for its opposite
+    changes the loss by at most 0.1 % at t = 950 ... 200, a colour swap raises it 7-92 %:
+    `t2v-turbo world sensitivity`.)
+    """
+    from .dataset import COLORS, DIRECTIONS, DIGITS, canonical_caption, parse_caption, prompt_subset, prompt_videos
+
+    prompts = prompt_subset(num_videos, seed=seed)
+    videos, _ = prompt_videos(prompts, seed=seed, split="train")
+    gen = torch.Generator().manual_seed(seed)
+    z0 = backbone.encode_video(videos, generator=gen)
+    colors, digits, dirs = list(COLORS), list(DIGITS), list(DIRECTIONS)
+
+    def swap(p: str, what: str) -> str:
+        c, d, m = parse_caption(p)
+        if what == "color":
+            c = colors[(colors.index(c) + 1) % len(colors)]
+        elif what == "digit":
+            d = digits[(digits.index(d) + 1) % len(digits)]
+        else:
+            m = dirs[dirs.index(m) ^ 1]  # the opposite direction (left <-> right, up <-> down)
+        return canonical_caption(c, d, m)
+
+    captions = {
+        "true": prompts,
+        **{w: [swap(p, w) for p in prompts] for w in ("color", "digit", "direction")},
+        "empty": [""] * len(prompts),
+    }
+    conds = {k: backbone.encode_prompt(v) for k, v in captions.items()}
+    out: dict[int, dict[str, float]] = {}
+    for t in timesteps:
+        eps = torch.randn(z0.shape, generator=gen)
+        tt = torch.full((len(prompts),), int(t))
+        z_t = backbone.schedule.add_noise(z0, eps, tt)
+        out[int(t)] = {
+            k: float((backbone.model_output(z_t, tt, c) - eps).pow(2).mean()) for k, c in conds.items()
+        }
+    return out
+
+
 def train_teacher(
     out_dir: str | Path | None = None,
     steps: int = 3000,
@@ -247,6 +298,12 @@ def train_teacher(
     callback: Callable[[int, dict], None] | None = None,
     init_from: str | Path | None = None,
     warmup: int = 100,
+    x0_weight_cap: float | None = None,
+    high_noise_frac: float = 0.0,
+    high_noise_from: int = 900,
+    prediction_type: str = "epsilon",
+    beta_end: float = 0.012,
+    frame_tokens: bool = False,
 ) -> dict:
     """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction, scaled-linear
     schedule, classifier-free guidance via `cond_dropout` empty prompts. Writes `out_dir/teacher/`.
@@ -271,6 +328,8 @@ def train_teacher(
         callback: called as callback(step, eval_result) after each evaluation.
         init_from: continue from a saved teacher UNet folder (e.g. a snapshot's `teacher/unet`).
         warmup: learning-rate warm-up steps.
+        x0_weight_cap: if set, multiply the loss by clamp(1 / SNR, 1, cap): up to `cap` times the
+            weight where the eps loss barely sees the clean video (high noise decides the layout).
 
     Returns:
         dict with steps, seconds, final loss and the intermediate evaluations.
@@ -288,8 +347,15 @@ def train_teacher(
         from diffusers import UNetMotionModel
 
         unet.load_state_dict(UNetMotionModel.from_pretrained(init_from).state_dict())
+    from ...schedule import NoiseSchedule
+
     backbone = md_models.build_backbone(
-        unet, md_models.load_vae(out), md_models.load_text_encoder(out), md_models.load_tokenizer(out)
+        unet,
+        md_models.load_vae(out),
+        md_models.load_text_encoder(out),
+        md_models.load_tokenizer(out),
+        NoiseSchedule.make(beta_end=beta_end, prediction_type=prediction_type),
+        frame_tokens=frame_tokens,
     )
     schedule = backbone.schedule
     ema = copy.deepcopy(unet).requires_grad_(False).eval()
@@ -316,15 +382,24 @@ def train_teacher(
         cond = encode(captions)
         # 2. forward noising z_t = alpha_t z0 + sigma_t eps (DDPM Eq. 4)
         t = torch.randint(0, schedule.num_train_timesteps, (batch_size,), generator=gen)
+        n_high = int(round(high_noise_frac * batch_size))
+        if n_high:
+            t[:n_high] = torch.randint(high_noise_from, schedule.num_train_timesteps, (n_high,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         z_t = schedule.add_noise(z0, eps, t)
         # 3. epsilon-prediction loss, optionally min-SNR weighted: w = min(SNR, gamma) / SNR
         pred = backbone.model_output(z_t, t, cond)
-        per_sample = (pred - eps).pow(2).mean(dim=(1, 2, 3, 4))
+        target = schedule.get_velocity(z0, eps, t) if prediction_type == "v_prediction" else eps
+        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3, 4))
         if min_snr_gamma is not None:
             abar = schedule.abar(t)
             snr = abar / (1 - abar)
-            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr
+            # min-SNR-gamma: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v (Hang et al. 2023)
+            denom = snr + 1 if prediction_type == "v_prediction" else snr
+            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / denom
+        if x0_weight_cap is not None:
+            abar = schedule.abar(t)
+            per_sample = per_sample * ((1 - abar) / abar).clamp(1.0, x0_weight_cap)
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -123,7 +123,16 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--out-dir", default="docs/moving_digits")
     t.add_argument("--prompts", type=int, default=280, help="number of canonical prompts (280 = all)")
     t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    w = sub.add_parser(
+        "sensitivity", help="how much a model's denoising loss depends on each word (colour, digit, direction)"
+    )
+    w.add_argument("--world", default=None, help="world folder (default: the shipped models)")
+    w.add_argument("--model", default="teacher", help="UNet folder in the world: teacher, vcm or turbo")
+    w.add_argument("--videos", type=int, default=28)
+    w.add_argument("--timesteps", type=int, nargs="+", default=[950, 800, 600, 400, 200])
     a = p.parse_args(argv)
+    if a.cmd == "sensitivity":
+        return _sensitivity(a)
     if a.cmd == "build":
         from .build import STAGES, build_world
         from .students import distill_student
@@ -148,3 +157,28 @@ def cli(argv: list[str]) -> int:
         return 0
     results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds))
     return 0
+
+
+def _sensitivity(a) -> int:
+    """Print the loss with one word swapped relative to the true caption (1.000 = the word is ignored)."""
+    from . import models as md_models
+    from .build import word_sensitivity
+
+    root = Path(a.world) if a.world else md_models.ASSETS_DIR
+    if not (root / a.model / "unet").exists():
+        raise UserError(f"no UNet folder {root / a.model / 'unet'}; models here: teacher, vcm, turbo")
+    backbone = md_models.load_teacher(root, a.model)
+    if backbone.w_embedding_dim is not None:
+        raise UserError(f"{a.model!r} is a student (guidance-embedded); this check is for teachers")
+    res = word_sensitivity(backbone, a.timesteps, a.videos)
+    print(f"eps-MSE with one attribute swapped / with the true caption ({a.videos} ground-truth videos)")
+    print("|    t | true MSE | colour | digit | direction | empty prompt |")
+    print("|---|---|---|---|---|---|")
+    for t, r in res.items():
+        rel = {k: r[k] / r["true"] for k in r}
+        print(
+            f"| {t:4d} | {r['true']:.5f} | {rel['color']:.3f} | {rel['digit']:.3f} | "
+            f"{rel['direction']:.3f} | {rel['empty']:.3f} |"
+        )
+    return 0
+

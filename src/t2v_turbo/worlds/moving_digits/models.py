@@ -170,20 +170,11 @@ def _backbone_base():
 
 @functools.lru_cache(maxsize=1)
 def make_backbone_class():
-    """`MovingDigitsBackbone`: the project's `DiffusersVideoBackbone` with the world's defaults.
-
-    It also repeats the text conditioning per frame for `UNetMotionModel`, whose forward expects
-    `encoder_hidden_states` of shape (B * T, L, D) (AnimateDiff pipelines repeat it themselves).
-    """
+    """`MovingDigitsBackbone`: the project's `DiffusersVideoBackbone` under the world's name
+    (students made from it keep the class)."""
     base = _backbone_base()
 
     class MovingDigitsBackbone(base):
-        def model_output(self, z_t, t, cond, w_emb=None):
-            if type(self.unet).__name__ == "UNetMotionModel" and cond.shape[0] == z_t.shape[0]:
-                # (B, L, D) -> (B * T, L, D), frame-major within each video like the UNet's reshape
-                cond = cond.repeat_interleave(z_t.shape[2], dim=0)
-            return super().model_output(z_t, t, cond, w_emb)
-
         def make_student(self, *args, **kw):
             student = super().make_student(*args, **kw)
             student.__class__ = type(self)
@@ -192,12 +183,24 @@ def make_backbone_class():
     return MovingDigitsBackbone
 
 
-def build_backbone(unet, vae, text_encoder, tokenizer):
-    """Wrap the world's models in the backbone contract (scaled-linear schedule, epsilon, 8x32x32)."""
+def build_backbone(unet, vae, text_encoder, tokenizer, schedule=None, frame_tokens: bool = False):
+    """Wrap the world's models in the backbone contract (default: scaled-linear, epsilon; 8x32x32).
+
+    `frame_tokens` appends a frame-index token to each frame's text (see `DiffusersVideoBackbone`).
+    """
     from ...schedule import NoiseSchedule
 
     cls = make_backbone_class()
-    return cls(unet, vae, text_encoder, tokenizer, NoiseSchedule.make(), native_fps=8, resolution=(8, 32, 32))
+    return cls(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        schedule or NoiseSchedule.make(),
+        native_fps=8,
+        resolution=(8, 32, 32),
+        frame_tokens=frame_tokens,
+    )
 
 
 def load_teacher(path: str | Path | None = None, name: str = "teacher"):
