@@ -246,7 +246,15 @@ def word_sensitivity(
     changes the loss by at most 0.1 % at t = 950 ... 200, a colour swap raises it 7-92 %:
     `t2v-turbo world sensitivity`.)
     """
-    from .dataset import COLORS, DIRECTIONS, DIGITS, canonical_caption, parse_caption, prompt_subset, prompt_videos
+    from .dataset import (
+        COLORS,
+        DIGITS,
+        DIRECTIONS,
+        canonical_caption,
+        parse_caption,
+        prompt_subset,
+        prompt_videos,
+    )
 
     prompts = prompt_subset(num_videos, seed=seed)
     videos, _ = prompt_videos(prompts, seed=seed, split="train")
