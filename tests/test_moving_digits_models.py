@@ -134,3 +134,25 @@ def test_sensitivity_cli_on_shipped_teacher(capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|  800")][0]
     colour = float(row.split("|")[3])
     assert colour > 1.2  # the teacher reads the colour word: the wrong colour costs > 20 % more loss
+
+
+def test_word_sensitivity_scores_v_models_on_v():
+    from t2v_turbo.schedule import NoiseSchedule
+    from t2v_turbo.worlds.moving_digits.build import word_sensitivity
+
+    bb = _tiny_world_backbone()
+    bb.schedule = NoiseSchedule.make(prediction_type="v_prediction")
+    res = word_sensitivity(bb, timesteps=(500,), num_videos=2)
+    # by hand: the same draws as word_sensitivity, loss against v = alpha eps - sigma z0
+    from t2v_turbo.worlds.moving_digits.dataset import prompt_subset, prompt_videos
+
+    prompts = prompt_subset(2, seed=0)
+    videos, _ = prompt_videos(prompts, seed=0, split="train")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z0 = bb.encode_video(videos, generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        t = torch.full((2,), 500)
+        out = bb.model_output(bb.schedule.add_noise(z0, eps, t), t, bb.encode_prompt(prompts))
+    ref = float((out - bb.schedule.get_velocity(z0, eps, t)).pow(2).mean())
+    assert res[500]["true"] == pytest.approx(ref, rel=1e-6)

@@ -237,8 +237,9 @@ def word_sensitivity(
     num_videos: int = 28,
     seed: int = 0,
 ) -> dict[int, dict[str, float]]:
-    """How much the denoiser uses each part of the prompt: eps-MSE on ground-truth videos with the
-    true caption, with one attribute swapped (colour, digit, direction), and with the empty prompt.
+    """How much the denoiser uses each part of the prompt: its training loss (eps- or v-MSE) on
+    ground-truth videos with the true caption, with one attribute swapped (colour, digit,
+    direction), and with the empty prompt.
 
     The same noised latents are scored under every caption, so a model that ignores an attribute
     gets exactly the "true" loss for its swap. Returns {t: {"true", "color", "digit", "direction",
@@ -283,8 +284,10 @@ def word_sensitivity(
         eps = torch.randn(z0.shape, generator=gen)
         tt = torch.full((len(prompts),), int(t))
         z_t = backbone.schedule.add_noise(z0, eps, tt)
+        sched = backbone.schedule  # the loss in the model's own parameterisation (eps or v)
+        target = sched.get_velocity(z0, eps, tt) if sched.prediction_type == "v_prediction" else eps
         out[int(t)] = {
-            k: float((backbone.model_output(z_t, tt, c) - eps).pow(2).mean()) for k, c in conds.items()
+            k: float((backbone.model_output(z_t, tt, c) - target).pow(2).mean()) for k, c in conds.items()
         }
     return out
 

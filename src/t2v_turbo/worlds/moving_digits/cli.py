@@ -171,7 +171,7 @@ def _sensitivity(a) -> int:
     if backbone.w_embedding_dim is not None:
         raise UserError(f"{a.model!r} is a student (guidance-embedded); this check is for teachers")
     res = word_sensitivity(backbone, a.timesteps, a.videos)
-    print(f"eps-MSE with one attribute swapped / with the true caption ({a.videos} ground-truth videos)")
+    print(f"loss with one attribute swapped / with the true caption ({a.videos} ground-truth videos)")
     print("|    t | true MSE | colour | digit | direction | empty prompt |")
     print("|---|---|---|---|---|---|")
     for t, r in res.items():
