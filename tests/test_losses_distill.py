@@ -176,23 +176,11 @@ def test_reward_terms_decode_the_union_of_frames_once():
 
 
 def test_make_student_from_an_in_memory_unet_gets_its_projection():
-    from diffusers import UNet3DConditionModel
-
     from t2v_turbo.models.modelscope import DiffusersVideoBackbone
-    from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder, tiny_vae
+    from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder, tiny_unet3d, tiny_vae
 
-    unet = UNet3DConditionModel(  # time_cond_proj_dim left at its default
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=32,
-        attention_head_dim=4,
-    )
+    unet = tiny_unet3d()  # time_cond_proj_dim left at its default
+    assert "time_cond_proj_dim" in unet.config["_use_default_values"]
     teacher = DiffusersVideoBackbone(unet, tiny_vae(), tiny_text_encoder(), char_clip_tokenizer())
     student = teacher.make_student(64, init="zero")
     assert student.w_embedding_dim == 64 and student.unet.time_embedding.cond_proj.weight.shape == (16, 64)

@@ -156,3 +156,15 @@ def test_word_sensitivity_scores_v_models_on_v():
         out = bb.model_output(bb.schedule.add_noise(z0, eps, t), t, bb.encode_prompt(prompts))
     ref = float((out - bb.schedule.get_velocity(z0, eps, t)).pow(2).mean())
     assert res[500]["true"] == pytest.approx(ref, rel=1e-6)
+
+
+def test_sensitivity_cli_rejects_bad_input(tmp_path):
+    from t2v_turbo.errors import UserError
+    from t2v_turbo.worlds.moving_digits.cli import cli
+
+    with pytest.raises(UserError, match="0..999"):
+        cli(["sensitivity", "--timesteps", "1000"])
+    with pytest.raises(UserError, match="--videos"):
+        cli(["sensitivity", "--videos", "0"])
+    with pytest.raises(UserError, match="no UNet folder"):
+        cli(["sensitivity", "--world", str(tmp_path)])

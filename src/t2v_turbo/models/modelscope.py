@@ -68,9 +68,9 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         schedule: training noise schedule; default scaled-linear, epsilon.
         vae_chunk: frames per VAE call (bounds memory at full resolution).
         frame_tokens: `UNetMotionModel` only: append `frame_position_tokens` to each frame's text
-            conditioning (the MovingDigits world uses it: diffusers' motion modules never see the
-            text and its spatial layers never see the frame index, so prompts could not steer the
-            direction of motion). Recorded in `t2v_turbo.json`; off for official checkpoints.
+            conditioning, so the per-frame spatial layers see the frame index (diffusers' motion
+            modules never see the text). An experiment of the MovingDigits world (it did not make
+            the tiny teacher follow direction words); recorded in `t2v_turbo.json`; off by default.
     """
 
     family = "modelscope"

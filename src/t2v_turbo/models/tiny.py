@@ -98,7 +98,8 @@ def tiny_unet3d(seed: int = 0, cross_attention_dim: int = 32, time_cond_proj_dim
             norm_num_groups=8,
             cross_attention_dim=cross_attention_dim,
             attention_head_dim=4,
-            time_cond_proj_dim=time_cond_proj_dim,
+            # passed only when set, so a teacher's config keeps it among diffusers' defaults
+            **({} if time_cond_proj_dim is None else {"time_cond_proj_dim": time_cond_proj_dim}),
         )
 
 

@@ -279,12 +279,15 @@ def word_sensitivity(
         "empty": [""] * len(prompts),
     }
     conds = {k: backbone.encode_prompt(v) for k, v in captions.items()}
+    sched = backbone.schedule  # the loss in the model's own parameterisation (eps or v)
+    bad = [t for t in timesteps if not 0 <= int(t) < sched.num_train_timesteps]
+    if bad:
+        raise ValueError(f"timesteps must be in 0..{sched.num_train_timesteps - 1}, got {bad}")
     out: dict[int, dict[str, float]] = {}
     for t in timesteps:
         eps = torch.randn(z0.shape, generator=gen)
         tt = torch.full((len(prompts),), int(t))
-        z_t = backbone.schedule.add_noise(z0, eps, tt)
-        sched = backbone.schedule  # the loss in the model's own parameterisation (eps or v)
+        z_t = sched.add_noise(z0, eps, tt)
         target = sched.get_velocity(z0, eps, tt) if sched.prediction_type == "v_prediction" else eps
         out[int(t)] = {
             k: float((backbone.model_output(z_t, tt, c) - target).pow(2).mean()) for k, c in conds.items()
@@ -316,11 +319,12 @@ def train_teacher(
     beta_end: float = 0.012,
     frame_tokens: bool = False,
 ) -> dict:
-    """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction, scaled-linear
-    schedule, classifier-free guidance via `cond_dropout` empty prompts. Writes `out_dir/teacher/`.
+    """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction (by
+    default), scaled-linear schedule, classifier-free guidance via `cond_dropout` empty prompts.
+    Writes `out_dir/teacher/`.
 
     Needs `vae/`, `text_encoder/` and `tokenizer/` in `out_dir` (stages 1-2). The saved UNet holds
-    the EMA weights. Loss: MSE on eps with min-SNR-gamma weighting (Hang et al. 2023) when set.
+    the EMA weights. Loss: MSE on eps (or v) with min-SNR-gamma weighting (Hang et al. 2023) when set.
 
     Args:
         out_dir: world folder (default: the shipped assets folder).
@@ -341,6 +345,14 @@ def train_teacher(
         warmup: learning-rate warm-up steps.
         x0_weight_cap: if set, multiply the loss by clamp(1 / SNR, 1, cap): up to `cap` times the
             weight where the eps loss barely sees the clean video (high noise decides the layout).
+        high_noise_frac: fraction of each batch whose timesteps are drawn from
+            [high_noise_from, T) instead of [0, T).
+        high_noise_from: lower end of that range.
+        prediction_type: "epsilon" or "v_prediction" (the loss is then the MSE on v).
+        beta_end: end of the scaled-linear beta schedule (0.012: Stable Diffusion's; 0.03 gives a
+            terminal signal rate sqrt(abar_T) of 0.0024 instead of 0.068).
+        frame_tokens: condition every frame on a frame-index token after the text
+            (`DiffusersVideoBackbone(frame_tokens=True)`).
 
     Returns:
         dict with steps, seconds, final loss and the intermediate evaluations.
@@ -398,7 +410,7 @@ def train_teacher(
             t[:n_high] = torch.randint(high_noise_from, schedule.num_train_timesteps, (n_high,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         z_t = schedule.add_noise(z0, eps, t)
-        # 3. epsilon-prediction loss, optionally min-SNR weighted: w = min(SNR, gamma) / SNR
+        # 3. epsilon- (or v-) prediction loss, optionally min-SNR weighted
         pred = backbone.model_output(z_t, t, cond)
         target = schedule.get_velocity(z0, eps, t) if prediction_type == "v_prediction" else eps
         per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3, 4))

@@ -164,6 +164,10 @@ def _sensitivity(a) -> int:
     from . import models as md_models
     from .build import word_sensitivity
 
+    if a.videos < 1:
+        raise UserError(f"--videos must be >= 1, got {a.videos}")
+    if any(not 0 <= t < 1000 for t in a.timesteps):
+        raise UserError(f"--timesteps must be in 0..999, got {a.timesteps}")
     root = Path(a.world) if a.world else md_models.ASSETS_DIR
     if not (root / a.model / "unet").exists():
         raise UserError(f"no UNet folder {root / a.model / 'unet'}; models here: teacher, vcm, turbo")
