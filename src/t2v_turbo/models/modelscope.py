@@ -51,6 +51,33 @@ def frame_position_tokens(num_frames: int, dim: int, norm: float | None = None) 
     return (tok * scale).float()
 
 
+POSITION_FREQS = (1, 2)
+
+
+def video_position_channels(num_frames: int, height: int, width: int, freqs: Sequence[int] = POSITION_FREQS) -> Tensor:
+    """Fixed Fourier features of each latent element's (frame, row, column), (6 * len(freqs), T, h, w).
+
+    Each coordinate is normalised to [-1, 1] over the clip (c = linspace(-1, 1, n)) and encoded as
+    sin(pi f c / 2), cos(pi f c / 2) for every f in `freqs`; channel order: frame, row, column, and
+    within each the (sin, cos) pairs by frequency. `DiffusersVideoBackbone(position_channels=True)`
+    concatenates them to the latents, so a convolutional UNet (translation-equivariant, no positional
+    embedding in diffusers' spatial layers) knows where in the clip every element is.
+    """
+    import math
+
+    grids = torch.meshgrid(
+        torch.linspace(-1, 1, num_frames, dtype=torch.float64),
+        torch.linspace(-1, 1, height, dtype=torch.float64),
+        torch.linspace(-1, 1, width, dtype=torch.float64),
+        indexing="ij",
+    )
+    chans = []
+    for c in grids:
+        for f in freqs:
+            chans += [torch.sin(math.pi * f * c / 2), torch.cos(math.pi * f * c / 2)]
+    return torch.stack(chans).float()
+
+
 def _checkpointed_forward(orig_forward, *args, **kwargs):
     if torch.is_grad_enabled():
         return checkpoint(orig_forward, *args, use_reentrant=False, **kwargs)
@@ -71,6 +98,11 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             conditioning, so the per-frame spatial layers see the frame index (diffusers' motion
             modules never see the text). An experiment of the MovingDigits world (it did not make
             the tiny teacher follow direction words); recorded in `t2v_turbo.json`; off by default.
+        position_channels: concatenate `video_position_channels` (12 fixed channels) to the latents
+            before the UNet, whose `in_channels` must then be latent channels + 12; the output keeps
+            the latent channels. Gives a small UNet the absolute (frame, row, column) of every
+            element: the MovingDigits teacher needs it to place a "moving left" clip's mean (right
+            side first, left side last) from pure noise. Recorded in `t2v_turbo.json`; off by default.
     """
 
     family = "modelscope"
@@ -88,11 +120,21 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         vae_chunk: int = 16,
         family: str | None = None,
         frame_tokens: bool = False,
+        position_channels: bool = False,
     ):
         super().__init__()
         if frame_tokens and type(unet).__name__ != "UNetMotionModel":
             raise ValueError("frame_tokens needs a UNetMotionModel (per-frame text conditioning)")
         self.frame_tokens = bool(frame_tokens)
+        self.position_channels = bool(position_channels)
+        if self.position_channels:
+            n_pos = 6 * len(POSITION_FREQS)
+            c_in, c_out = unet.config.in_channels, unet.config.out_channels
+            if c_in != c_out + n_pos:
+                raise ValueError(
+                    f"position_channels needs a UNet with in_channels = out_channels + {n_pos}, "
+                    f"got in_channels={c_in}, out_channels={c_out}"
+                )
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.schedule = schedule or NoiseSchedule.make()
         self.native_fps = native_fps
@@ -134,8 +176,15 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             if self.frame_tokens:  # (B * T, L, D) -> (B * T, L + 1, D)
                 tok = frame_position_tokens(z_t.shape[2], cond.shape[-1]).to(cond.device, cond.dtype)
                 cond = torch.cat([cond, tok.repeat(z_t.shape[0], 1)[:, None]], dim=1)
+        if self.position_channels:  # (B, c, T, h, w) -> (B, c + 12, T, h, w)
+            pos = video_position_channels(*z_t.shape[2:]).to(z_t.device, z_t.dtype)
+            z_t = torch.cat([z_t, pos.expand(z_t.shape[0], -1, -1, -1, -1)], dim=1)
         # (B, c, T, h, w) -> (B, c, T, h, w)
         return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.out_channels)  # in_channels also counts any position channels
 
     def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
         t, h, w = self.resolution
@@ -182,6 +231,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             self.vae_chunk,
             self.family,
             self.frame_tokens,
+            self.position_channels,
         )
         unet.requires_grad_(True)
         return student
@@ -240,7 +290,10 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             "scheduler": ["diffusers", "DDIMScheduler"],
         }
         (path / "model_index.json").write_text(json.dumps(index, indent=2))
-        self.write_metadata(path, {"vae_chunk": self.vae_chunk, "frame_tokens": self.frame_tokens})
+        self.write_metadata(
+            path,
+            {"vae_chunk": self.vae_chunk, "frame_tokens": self.frame_tokens, "position_channels": self.position_channels},
+        )
 
     @classmethod
     def from_pretrained(
@@ -292,6 +345,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             vae_chunk=meta.get("vae_chunk", 16),
             family=meta.get("family"),
             frame_tokens=meta.get("frame_tokens", False),
+            position_channels=meta.get("position_channels", False),
         )
 
 

@@ -318,6 +318,7 @@ def train_teacher(
     prediction_type: str = "epsilon",
     beta_end: float = 0.012,
     frame_tokens: bool = False,
+    position_channels: bool = False,
 ) -> dict:
     """Train the teacher: a text-to-video latent diffusion UNetMotionModel, epsilon prediction (by
     default), scaled-linear schedule, classifier-free guidance via `cond_dropout` empty prompts.
@@ -353,6 +354,8 @@ def train_teacher(
             terminal signal rate sqrt(abar_T) of 0.0024 instead of 0.068).
         frame_tokens: condition every frame on a frame-index token after the text
             (`DiffusersVideoBackbone(frame_tokens=True)`).
+        position_channels: feed the UNet fixed (frame, row, column) Fourier channels with the
+            latents (`DiffusersVideoBackbone(position_channels=True)`).
 
     Returns:
         dict with steps, seconds, final loss and the intermediate evaluations.
@@ -365,7 +368,7 @@ def train_teacher(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 505])
     gen = torch.Generator().manual_seed(seed)
-    unet = md_models.build_unet(seed=seed)
+    unet = md_models.build_unet(seed=seed, position_channels=position_channels)
     if init_from is not None:
         from diffusers import UNetMotionModel
 
@@ -379,6 +382,7 @@ def train_teacher(
         md_models.load_tokenizer(out),
         NoiseSchedule.make(beta_end=beta_end, prediction_type=prediction_type),
         frame_tokens=frame_tokens,
+        position_channels=position_channels,
     )
     schedule = backbone.schedule
     ema = copy.deepcopy(unet).requires_grad_(False).eval()

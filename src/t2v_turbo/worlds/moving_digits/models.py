@@ -133,20 +133,24 @@ def build_unet(
     cross_attention_dim: int = TEXT_HIDDEN,
     time_cond_proj_dim: int | None = None,
     num_frames: int = 8,
+    position_channels: bool = False,
 ):
     """A fresh AnimateDiff-style `UNetMotionModel` for 4x8x8x8 latents.
 
     Spatial self/cross-attention on the two finer levels, a motion module (temporal self-attention
     with sinusoidal frame positions) after every ResNet at every level and in the mid block.
+    `position_channels`: 4 + 12 input channels, for `build_backbone(position_channels=True)`.
     """
     from diffusers import UNetMotionModel
+
+    from ...models.modelscope import POSITION_FREQS
 
     n = len(channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNetMotionModel(
             sample_size=8,
-            in_channels=4,
+            in_channels=4 + (6 * len(POSITION_FREQS) if position_channels else 0),
             out_channels=4,
             down_block_types=("CrossAttnDownBlockMotion",) * (n - 1) + ("DownBlockMotion",),
             up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (n - 1),
@@ -183,10 +187,13 @@ def make_backbone_class():
     return MovingDigitsBackbone
 
 
-def build_backbone(unet, vae, text_encoder, tokenizer, schedule=None, frame_tokens: bool = False):
+def build_backbone(
+    unet, vae, text_encoder, tokenizer, schedule=None, frame_tokens: bool = False, position_channels: bool = False
+):
     """Wrap the world's models in the backbone contract (default: scaled-linear, epsilon; 8x32x32).
 
-    `frame_tokens` appends a frame-index token to each frame's text (see `DiffusersVideoBackbone`).
+    `frame_tokens` appends a frame-index token to each frame's text, `position_channels` feeds the
+    UNet fixed (frame, row, column) channels with the latents (see `DiffusersVideoBackbone`).
     """
     from ...schedule import NoiseSchedule
 
@@ -200,6 +207,7 @@ def build_backbone(unet, vae, text_encoder, tokenizer, schedule=None, frame_toke
         native_fps=8,
         resolution=(8, 32, 32),
         frame_tokens=frame_tokens,
+        position_channels=position_channels,
     )
 
 
