@@ -1,5 +1,6 @@
 """The shipped MovingDigits models load from their files and behave (skipped until they are built)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,48 @@ def test_sensitivity_cli_rejects_bad_input(tmp_path):
         cli(["sensitivity", "--videos", "0"])
     with pytest.raises(UserError, match="no UNet folder"):
         cli(["sensitivity", "--world", str(tmp_path)])
+
+
+def test_snr_loss_weight_is_an_x0_weight():
+    from t2v_turbo.schedule import NoiseSchedule
+    from t2v_turbo.worlds.moving_digits.build import snr_loss_weight
+
+    snr = torch.tensor([1e-5, 0.5, 2.0, 10.0])
+    torch.testing.assert_close(snr_loss_weight(snr, "epsilon", 5.0), torch.tensor([1.0, 1.0, 1.0, 0.5]))
+    torch.testing.assert_close(snr_loss_weight(snr, "epsilon", 5.0, 1.0), torch.tensor([1e5, 2.0, 1.0, 0.5]))
+    torch.testing.assert_close(
+        snr_loss_weight(snr, "v_prediction", 5.0, 1.0), torch.tensor([1 / (1 + 1e-5), 1 / 1.5, 2 / 3, 5 / 11])
+    )
+    # the weighted v-MSE equals the x0-error MSE weighted clamp(SNR, 1, 5), at every noise level
+    sched = NoiseSchedule.make(beta_end=0.03, prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([999, 900, 500, 100, 5])
+    z0, eps, v_hat = (torch.randn(5, 4, 2, 4, 4, generator=g) for _ in range(3))
+    z_t = sched.add_noise(z0, eps, t)
+    abar = sched.abar(t)
+    snr = abar / (1 - abar)
+    v_loss = (v_hat - sched.get_velocity(z0, eps, t)).pow(2).mean(dim=(1, 2, 3, 4))
+    x0_loss = (sched.to_x0_eps(v_hat, z_t, t)[0] - z0).pow(2).mean(dim=(1, 2, 3, 4))
+    torch.testing.assert_close(
+        (v_loss * snr_loss_weight(snr, "v_prediction", 5.0, 1.0)).double(),
+        (x0_loss * snr.clamp(1.0, 5.0)).double(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
+    _need("vae", "text_encoder", "tokenizer")
+    from t2v_turbo.pipeline import generate
+    from t2v_turbo.worlds.moving_digits.build import train_teacher
+
+    for name in ("vae", "text_encoder", "tokenizer"):
+        (tmp_path / name).symlink_to(mdm.ASSETS_DIR / name)
+    info = train_teacher(tmp_path, steps=3, batch_size=4, progress=False)
+    assert info["steps"] == 3 and np.isfinite(info["final_loss"])
+    teacher = mdm.load_teacher(tmp_path)
+    assert teacher.position_channels and teacher.unet.config.in_channels == 16
+    assert teacher.schedule.prediction_type == "v_prediction"
+    assert float(teacher.schedule.abar(torch.tensor(999))) ** 0.5 == pytest.approx(0.0024, abs=1e-4)
+    out = generate(teacher, ["a red digit 7 moving left"], num_steps=2, guidance=2.0, seed=0)
+    assert out.videos.shape == (1, 3, 8, 32, 32) and torch.isfinite(out.videos).all()
