@@ -139,7 +139,10 @@ def build_unet(
 
     Spatial self/cross-attention on the two finer levels, a motion module (temporal self-attention
     with sinusoidal frame positions) after every ResNet at every level and in the mid block.
-    `position_channels`: 4 + 12 input channels, for `build_backbone(position_channels=True)`.
+    `position_channels`: 4 + 12 input channels, for `build_backbone(position_channels=True)`. The
+    latent part of `conv_in` is the plain model's (same seed, same scale) and the position part a
+    default-initialised Conv2d(12, C, 3) of its own (diffusers' recipe for widening `conv_in`, with
+    `register_to_config(in_channels=...)`), so adding positions does not shrink the latent weights.
     """
     from diffusers import UNetMotionModel
 
@@ -148,9 +151,9 @@ def build_unet(
     n = len(channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNetMotionModel(
+        unet = UNetMotionModel(
             sample_size=8,
-            in_channels=4 + (6 * len(POSITION_FREQS) if position_channels else 0),
+            in_channels=4,
             out_channels=4,
             down_block_types=("CrossAttnDownBlockMotion",) * (n - 1) + ("DownBlockMotion",),
             up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (n - 1),
@@ -164,6 +167,18 @@ def build_unet(
             use_motion_mid_block=True,
             time_cond_proj_dim=time_cond_proj_dim,
         )
+    if position_channels:
+        n_pos = 6 * len(POSITION_FREQS)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            extra = torch.nn.Conv2d(n_pos, channels[0], 3, padding=1, bias=False)
+        conv = torch.nn.Conv2d(4 + n_pos, channels[0], 3, padding=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.cat([unet.conv_in.weight, extra.weight], dim=1))
+            conv.bias.copy_(unet.conv_in.bias)
+        unet.conv_in = conv
+        unet.register_to_config(in_channels=4 + n_pos)
+    return unet
 
 
 def _backbone_base():
