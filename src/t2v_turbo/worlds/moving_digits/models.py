@@ -205,7 +205,8 @@ def make_backbone_class():
 def build_backbone(
     unet, vae, text_encoder, tokenizer, schedule=None, frame_tokens: bool = False, position_channels: bool = False
 ):
-    """Wrap the world's models in the backbone contract (default: scaled-linear, epsilon; 8x32x32).
+    """Wrap the world's models in the backbone contract (default schedule: scaled-linear, epsilon;
+    the shipped teacher records its own, v-prediction with beta_end 0.03; 8x32x32).
 
     `frame_tokens` appends a frame-index token to each frame's text, `position_channels` feeds the
     UNet fixed (frame, row, column) channels with the latents (see `DiffusersVideoBackbone`).
