@@ -209,6 +209,9 @@ def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
 
     for name in ("vae", "text_encoder", "tokenizer"):
         (tmp_path / name).symlink_to(mdm.ASSETS_DIR / name)
+    with pytest.raises(ValueError, match="snr_floor"):  # refused before anything is built or written
+        train_teacher(tmp_path, steps=3, snr_floor=10.0, min_snr_gamma=5.0)
+    assert not (tmp_path / "teacher").exists()
     info = train_teacher(tmp_path, steps=3, batch_size=4, progress=False)
     assert info["steps"] == 3 and np.isfinite(info["final_loss"])
     teacher = mdm.load_teacher(tmp_path)

@@ -52,6 +52,7 @@ def frame_position_tokens(num_frames: int, dim: int, norm: float | None = None) 
 
 
 POSITION_FREQS = (1, 2)
+NUM_POSITION_CHANNELS = 6 * len(POSITION_FREQS)  # sin + cos of frame, row, column per frequency
 
 
 def video_position_channels(num_frames: int, height: int, width: int, freqs: Sequence[int] = POSITION_FREQS) -> Tensor:
@@ -128,11 +129,10 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         self.frame_tokens = bool(frame_tokens)
         self.position_channels = bool(position_channels)
         if self.position_channels:
-            n_pos = 6 * len(POSITION_FREQS)
             c_in, c_out = unet.config.in_channels, unet.config.out_channels
-            if c_in != c_out + n_pos:
+            if c_in != c_out + NUM_POSITION_CHANNELS:
                 raise ValueError(
-                    f"position_channels needs a UNet with in_channels = out_channels + {n_pos}, "
+                    f"position_channels needs a UNet with in_channels = out_channels + {NUM_POSITION_CHANNELS}, "
                     f"got in_channels={c_in}, out_channels={c_out}"
                 )
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer

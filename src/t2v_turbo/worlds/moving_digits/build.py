@@ -387,6 +387,8 @@ def train_teacher(
 
     from .dataset import prompt_subset
 
+    if snr_floor is not None and (min_snr_gamma is None or snr_floor > min_snr_gamma):
+        raise ValueError(f"snr_floor ({snr_floor}) needs min_snr_gamma set and >= it, got {min_snr_gamma}")
     out = Path(out_dir) if out_dir is not None else default_dir()
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 505])

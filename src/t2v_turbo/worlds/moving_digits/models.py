@@ -146,7 +146,7 @@ def build_unet(
     """
     from diffusers import UNetMotionModel
 
-    from ...models.modelscope import POSITION_FREQS
+    from ...models.modelscope import NUM_POSITION_CHANNELS
 
     n = len(channels)
     with torch.random.fork_rng(devices=[]):
@@ -168,16 +168,15 @@ def build_unet(
             time_cond_proj_dim=time_cond_proj_dim,
         )
     if position_channels:
-        n_pos = 6 * len(POSITION_FREQS)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            extra = torch.nn.Conv2d(n_pos, channels[0], 3, padding=1, bias=False)
-        conv = torch.nn.Conv2d(4 + n_pos, channels[0], 3, padding=1)
+            extra = torch.nn.Conv2d(NUM_POSITION_CHANNELS, channels[0], 3, padding=1, bias=False)
+        conv = torch.nn.Conv2d(4 + NUM_POSITION_CHANNELS, channels[0], 3, padding=1)
         with torch.no_grad():
             conv.weight.copy_(torch.cat([unet.conv_in.weight, extra.weight], dim=1))
             conv.bias.copy_(unet.conv_in.bias)
         unet.conv_in = conv
-        unet.register_to_config(in_channels=4 + n_pos)
+        unet.register_to_config(in_channels=4 + NUM_POSITION_CHANNELS)
     return unet
 
 
