@@ -46,7 +46,7 @@ def world_sized_teacher(seed: int = 0):
     2-layer 64-d CLIP text tower; videos 8 x 32 x 32. Timings do not depend on the weights."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
 
-    from t2v_turbo.models.modelscope import DiffusersVideoBackbone
+    from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone
     from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder
     from t2v_turbo.schedule import NoiseSchedule
 

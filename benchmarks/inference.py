@@ -61,7 +61,7 @@ def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed
     denoised = latents
     pos = None
     if getattr(model, "position_channels", False):  # extra fixed input channels, as inpainting UNets take masks
-        from t2v_turbo.models.modelscope import video_position_channels
+        from t2v_turbo.models.diffusers_video import video_position_channels
 
         pos = video_position_channels(*latents.shape[2:]).expand(latents.shape[0], -1, -1, -1, -1)
     for t in sched.timesteps:

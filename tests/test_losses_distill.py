@@ -176,7 +176,7 @@ def test_reward_terms_decode_the_union_of_frames_once():
 
 
 def test_make_student_from_an_in_memory_unet_gets_its_projection():
-    from t2v_turbo.models.modelscope import DiffusersVideoBackbone
+    from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone
     from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder, tiny_unet3d, tiny_vae
 
     unet = tiny_unet3d()  # time_cond_proj_dim left at its default

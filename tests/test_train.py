@@ -116,7 +116,7 @@ def steps_of(run: Path) -> list[dict]:
 def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys):
     from t2v_turbo.models.lora import load_lora_state_dict
     from t2v_turbo.pipeline import load_backbone
-    from t2v_turbo.training.models import build_student, load_teacher
+    from t2v_turbo.training.roles import build_student, load_teacher
 
     trackers = ["tensorboard"] if __import__("importlib").util.find_spec("tensorboard") else []
     cfg = tiny(
@@ -333,7 +333,7 @@ def test_full_finetune_with_accumulation_checkpointing_and_prompt_source(tmp_pat
 def test_train_from_a_precomputed_latent_cache(tmp_path, videos):
     from t2v_turbo.data.cache import LatentCache
     from t2v_turbo.data.videos import list_videos, load_clip
-    from t2v_turbo.training.models import load_teacher
+    from t2v_turbo.training.roles import load_teacher
 
     cfg = tiny(tmp_path, videos)
     path = tmp_path / "cfg.yaml"

@@ -130,9 +130,9 @@ class DataSection:
     """Where training videos come from (see data/__init__.py).
 
     Attributes:
-        source: "moving-digits" (rendered on the fly), "videos" (folder or CSV), "webdataset"
+        source: a registered data source (data.DATA_SOURCES): "videos" (folder or CSV), "webdataset"
             (tar shards of mp4 + txt), "cache" (`t2v-turbo precompute` output), "prompts" (a prompt
-            file; the teacher samples the latents).
+            file; the teacher samples the latents), or a plugin's ("moving-digits", the world).
         path: folder / CSV / shard pattern / cache folder / prompt file.
         video_root: folder that relative paths in a CSV are resolved against (default: the CSV's folder).
         num_frames, height, width: clip size (default: the teacher's resolution).
@@ -145,7 +145,7 @@ class DataSection:
         max_warnings: skipped-file warnings printed per run (all are counted).
     """
 
-    source: str = _choice("moving-digits", "moving-digits", "videos", "webdataset", "cache", "prompts")
+    source: str = "videos"
     path: str | None = None
     video_root: str | None = None
     num_frames: int | None = None
@@ -476,7 +476,10 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise UserError(message)
 
+    from .data import DATA_SOURCES
+
     t, o, d, v = cfg.train, cfg.optim, cfg.distill, cfg.validation
+    DATA_SOURCES.get(cfg.data.source)  # unknown sources: one line listing the registered ones
     need(t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
@@ -527,7 +530,7 @@ def validate(cfg: Config) -> None:
             "rewards.N.ranks / train.cd_ranks are set, but train.placement is not 'custom'",
         )
     need(
-        cfg.data.source == "moving-digits" or bool(cfg.data.path),
+        not DATA_SOURCES.get(cfg.data.source).needs_path or bool(cfg.data.path),
         f"data.path is required for data.source={cfg.data.source}",
     )
     for name in ("num_frames", "height", "width"):

@@ -18,56 +18,7 @@ from .errors import UserError
 from .models.base import Backbone, guidance_to_w, read_metadata
 from .sampling import consistency_sample, consistency_timesteps, ddim_cfg_sample
 
-ASSETS = Path(__file__).parent / "assets"
-WORLD_DIR = ASSETS / "moving_digits"
-SHIPPED_MODELS = ("turbo", "vcm", "teacher")
-BACKBONES = {  # family -> "module:Class"
-    "modelscope": "t2v_turbo.models.modelscope:DiffusersVideoBackbone",
-    "animatediff": "t2v_turbo.models.modelscope:DiffusersVideoBackbone",
-    "videocrafter2": "t2v_turbo.models.videocrafter2:VideoCrafter2",
-}
-
-
-def _backbone_class(family: str):
-    if family not in BACKBONES:
-        raise UserError(f"unknown backbone family {family!r}; valid: {sorted(BACKBONES)}")
-    mod, cls = BACKBONES[family].split(":")
-    return getattr(importlib.import_module(mod), cls)
-
-
-def load_backbone(name_or_path: str | Path, device: str | torch.device = "cpu", **kw) -> Backbone:
-    """A shipped MovingDigits model ("turbo", "vcm", "teacher") or a local checkpoint folder/file."""
-    if str(name_or_path) in SHIPPED_MODELS:
-        path = WORLD_DIR / str(name_or_path)
-        if not (path / "unet").exists():
-            raise UserError(
-                f"the shipped MovingDigits model {name_or_path!r} is missing from {path}; "
-                "rebuild it with `t2v-turbo world build`"
-            )
-        model = _backbone_class("modelscope").from_pretrained(path, base=WORLD_DIR, **kw)
-        return model.to(device).eval()
-    path = Path(name_or_path)
-    if not path.exists():
-        raise UserError(
-            f"model {str(name_or_path)!r} not found: give one of {list(SHIPPED_MODELS)} or a local checkpoint path"
-        )
-    meta = read_metadata(path) if path.is_dir() else {}
-    family = meta.get("family")
-    if family is None:
-        if path.is_file() or (path.is_dir() and any(path.glob("*.ckpt"))):
-            family = "videocrafter2"
-        else:
-            family = "modelscope"
-    cls = _backbone_class(family)
-    if (
-        family != "videocrafter2"
-        and path.is_dir()
-        and not (path / "vae").exists()
-        and (path.parent / "vae").exists()
-    ):
-        kw.setdefault("base", path.parent)
-    return cls.from_pretrained(path, **kw).to(device).eval()
-
+from .models.registry import BACKBONES, MODELS, load_backbone  # noqa: F401  (re-exported)
 
 @dataclass
 class Generation:

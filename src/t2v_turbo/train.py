@@ -93,7 +93,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     from .data import build_loader, clip_size
     from .training import checkpoint as ckpt
     from .training import metrics
-    from .training import models as roles
+    from .training import roles
     from .training.placement import CD, resolve_placement, reward_only_step
     from .training.validation import run_validation, validation_prompts
 
@@ -332,7 +332,7 @@ def cli(argv: list[str]) -> int:
     a = p.parse_intermixed_args(argv)
     cfg = load_config(a.config, a.overrides)
     if a.dry_run:
-        from .training.models import check_reward_names
+        from .training.roles import check_reward_names
 
         check_reward_names(cfg)
         print(describe(cfg))

@@ -1,6 +1,6 @@
-"""Training data sources behind one loader (see loader.py):
+"""Training data sources behind one loader (see loader.py), registered by name in `DATA_SOURCES`
+(plugins add their own, e.g. the MovingDigits world's "moving-digits"):
 
-- "moving-digits": the built-in world, rendered on the fly (world.py);
 - "videos": a folder of videos with `.txt` captions, or a CSV (WebVid columns accepted) (videos.py);
 - "webdataset": tar shards of mp4 + txt, split by rank (shards.py; optional `webdataset` package);
 - "cache": latents + text embeddings written once by `t2v-turbo precompute` (cache.py);
@@ -9,9 +9,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..registry import Registry
 from .loader import Loader, SkipCounter, Skipped
 
-__all__ = ["Loader", "SkipCounter", "Skipped", "build_dataset", "build_loader", "clip_size"]
+__all__ = ["DATA_SOURCES", "DataSource", "Loader", "SkipCounter", "Skipped", "build_dataset", "build_loader", "clip_size"]
 
 
 def clip_size(data, model) -> tuple[int, int, int, float | None]:
@@ -20,32 +24,66 @@ def clip_size(data, model) -> tuple[int, int, int, float | None]:
     return (data.num_frames or t, data.height or h, data.width or w, data.fps or model.native_fps)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A registered training-data source.
+
+    Attributes:
+        build: (cfg, size, rank, world, epochs) -> Dataset of items {"video" or "latents", "prompt", ...},
+            keyed by (epoch, index); size = (T, H, W, fps) of the clips.
+        endless: the stream never ends (precompute then needs --limit).
+        shuffle: whether the loader shuffles (an endless seeded stream is already random).
+        needs_path: whether `data.path` is required.
+    """
+
+    build: Callable
+    endless: bool = False
+    shuffle: bool = True
+    needs_path: bool = True
+
+
+DATA_SOURCES: Registry = Registry("data source")
+
+
+def _videos(cfg, size, rank, world, epochs):
+    from .videos import VideoClips, list_videos
+
+    d = cfg.data
+    return VideoClips(list_videos(d.path, d.video_root), seed=cfg.seed, **_clip(cfg, size))
+
+
+def _webdataset(cfg, size, rank, world, epochs):
+    from .shards import ShardClips
+
+    return ShardClips(cfg.data.path, rank, world, cfg.seed, epochs=epochs, **_clip(cfg, size))
+
+
+def _cache(cfg, size, rank, world, epochs):
+    from .cache import LatentCache
+
+    return LatentCache(cfg.data.path)
+
+
+def _prompts(cfg, size, rank, world, epochs):
+    from .prompts import PromptList, read_prompt_file
+
+    return PromptList(read_prompt_file(cfg.data.path))
+
+
+def _clip(cfg, size) -> dict:
+    t, h, w, fps = size
+    return {"num_frames": t, "height": h, "width": w, "fps": fps, "resize": cfg.data.resize}
+
+
+DATA_SOURCES.register("videos", DataSource(_videos), help="a folder of videos with .txt captions, or a CSV")
+DATA_SOURCES.register("webdataset", DataSource(_webdataset), help="tar shards of mp4 + txt, split by rank")
+DATA_SOURCES.register("cache", DataSource(_cache), help="latents + text embeddings from `t2v-turbo precompute`")
+DATA_SOURCES.register("prompts", DataSource(_prompts), help="a prompt file; the teacher samples the latents")
+
+
 def build_dataset(cfg, size: tuple, rank: int = 0, world: int = 1, epochs: int | None = None):
     """The dataset of `cfg.data.source` for clips of `size` = (T, H, W, fps)."""
-    d = cfg.data
-    t, h, w, fps = size
-    clip = {"num_frames": t, "height": h, "width": w, "fps": fps, "resize": d.resize}
-    if d.source == "moving-digits":
-        from .world import MovingDigitsClips
-
-        return MovingDigitsClips(cfg.seed, d.paraphrase_prob, size)
-    if d.source == "videos":
-        from .videos import VideoClips, list_videos
-
-        return VideoClips(list_videos(d.path, d.video_root), seed=cfg.seed, **clip)
-    if d.source == "webdataset":
-        from .shards import ShardClips
-
-        return ShardClips(d.path, rank, world, cfg.seed, epochs=epochs, **clip)
-    if d.source == "cache":
-        from .cache import LatentCache
-
-        return LatentCache(d.path)
-    if d.source == "prompts":
-        from .prompts import PromptList, read_prompt_file
-
-        return PromptList(read_prompt_file(d.path))
-    raise ValueError(f"unknown data.source {d.source!r}")
+    return DATA_SOURCES.get(cfg.data.source).build(cfg, size, rank, world, epochs)
 
 
 def build_loader(cfg, size: tuple, rank: int = 0, world: int = 1, start: int = 0, printer=print) -> Loader:
@@ -67,6 +105,6 @@ def build_loader(cfg, size: tuple, rank: int = 0, world: int = 1, start: int = 0
         world=world,
         start=start,
         num_workers=cfg.data.num_workers,
-        shuffle=cfg.data.shuffle and cfg.data.source != "moving-digits",
+        shuffle=cfg.data.shuffle and DATA_SOURCES.get(cfg.data.source).shuffle,
         skips=SkipCounter(cfg.data.max_warnings, printer),
     )

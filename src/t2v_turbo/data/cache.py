@@ -119,7 +119,7 @@ def precompute(
         out: cache folder (created; an existing cache there is replaced).
         limit: encode at most this many videos (required for the endless moving-digits source).
     """
-    from ..training.models import load_teacher
+    from ..training.roles import load_teacher
     from . import build_dataset, clip_size
     from .loader import SkipCounter
 

@@ -1,5 +1,5 @@
 """Backbone adapters behind one contract (see base.py). Adapters import their heavy stacks lazily:
-`from t2v_turbo.models.modelscope import DiffusersVideoBackbone`,
+`from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone`,
 `from t2v_turbo.models.videocrafter2 import VideoCrafter2, VC2Config, paper_recipe`."""
 
 from .base import Backbone, guidance_to_w, read_metadata
@@ -13,7 +13,7 @@ def __getattr__(name: str):
 
         return getattr(videocrafter2, name)
     if name == "DiffusersVideoBackbone":
-        from .modelscope import DiffusersVideoBackbone
+        from .diffusers_video import DiffusersVideoBackbone
 
         return DiffusersVideoBackbone
     raise AttributeError(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..schedule import NoiseSchedule
-from .modelscope import DiffusersVideoBackbone
+from .diffusers_video import DiffusersVideoBackbone
 
 
 def bytes_to_unicode() -> dict[int, str]:

@@ -14,15 +14,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 RewardFactory = Callable[..., "RewardModel"]
-REWARDS: dict[str, RewardFactory] = {}
+
+
+def _builtin_rewards() -> None:
+    from . import _register_builtin  # noqa: F401  (its imports register the built-in factories)
+
+
+REWARDS: Registry = Registry("reward", builtins=_builtin_rewards)
 
 
 def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
-    """Decorator: register a factory `(**kwargs) -> RewardModel` under `name`."""
+    """Decorator: register a factory `(**kwargs) -> RewardModel` under `name` (plugins use it too)."""
 
     def deco(fn: RewardFactory) -> RewardFactory:
-        REWARDS[name] = fn
+        REWARDS.register(name, fn, replace=True)
         return fn
 
     return deco
@@ -107,11 +115,7 @@ class RewardTerm:
 
 def build_reward(name: str, **kwargs) -> RewardModel:
     """Build a registered reward by name; unknown names list the valid ones."""
-    from . import _register_builtin  # noqa: F401  (populates REWARDS lazily)
-
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; valid: {sorted(REWARDS)}")
-    return REWARDS[name](**kwargs)
+    return REWARDS.get(name)(**kwargs)
 
 
 def build_rewards(specs: Sequence[dict | RewardTerm | Callable]) -> list[RewardTerm]:

@@ -174,7 +174,7 @@ def restore(path: Path, raw_unet, target, optimizer, scheduler, rank: int, world
     When the world size changed, the data streams restart (positions cannot be mapped) and RNG
     states are not restored; weights, EMA, optimizer and scheduler always are.
     """
-    from .models import load_into
+    from .roles import load_into
 
     loaded = load_checkpoint(path)
     load_into(raw_unet, loaded["trainable"], "weights")

@@ -146,7 +146,7 @@ def build_unet(
     """
     from diffusers import UNetMotionModel
 
-    from ...models.modelscope import NUM_POSITION_CHANNELS
+    from ...models.diffusers_video import NUM_POSITION_CHANNELS
 
     n = len(channels)
     with torch.random.fork_rng(devices=[]):
@@ -181,7 +181,7 @@ def build_unet(
 
 
 def _backbone_base():
-    from ...models.modelscope import DiffusersVideoBackbone
+    from ...models.diffusers_video import DiffusersVideoBackbone
 
     return DiffusersVideoBackbone
 

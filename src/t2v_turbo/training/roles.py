@@ -125,12 +125,11 @@ def reward_specs(cfg) -> list[dict]:
 
 def check_reward_names(cfg) -> None:
     """Fail early (UserError) on reward names the registry does not know."""
-    from ..rewards import _register_builtin  # noqa: F401
     from ..rewards.base import REWARDS
 
     unknown = [r.name for r in cfg.rewards if r.name not in REWARDS]
     if unknown:
-        raise UserError(f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
+        raise UserError(f"unknown reward(s) {unknown}; valid: {REWARDS.names()}")
 
 
 def build_reward_terms(cfg):

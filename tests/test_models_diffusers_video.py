@@ -3,7 +3,7 @@ import torch
 
 from t2v_turbo.models.base import guidance_to_w
 from t2v_turbo.models.lora import add_lora, lora_target_names, merge_lora
-from t2v_turbo.models.modelscope import DiffusersVideoBackbone, frame_position_tokens, video_position_channels
+from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone, frame_position_tokens, video_position_channels
 
 
 def _inputs(model, b=2, seed=0):

@@ -1,0 +1,56 @@
+"""The MovingDigits world as a plugin: `register()` adds what the world brings to the public
+registries, exactly as a third-party model family would: its shipped models ("turbo", "vcm",
+"teacher"), its data source ("moving-digits"), its rewards ("md-image", "md-video"), its prompt set
+and judge (for `t2v-turbo eval`) and the `world` command. Declared in pyproject.toml under the
+`t2v_turbo.plugins` entry-point group; nothing in the core library imports this package.
+"""
+
+from __future__ import annotations
+
+SHIPPED_MODELS = ("turbo", "vcm", "teacher")
+
+
+def _shipped_model(name: str):
+    def factory(**kw):
+        from ...errors import CheckpointError
+        from ...models.diffusers_video import DiffusersVideoBackbone
+        from .models import ASSETS_DIR
+
+        path = ASSETS_DIR / name
+        if not (path / "unet").exists():
+            raise CheckpointError(
+                f"the shipped MovingDigits model {name!r} is missing from {path}; rebuild it with `t2v-turbo world build`"
+            )
+        return DiffusersVideoBackbone.from_pretrained(path, base=ASSETS_DIR, **kw)
+
+    factory.__doc__ = f"the shipped MovingDigits {name} (8x32x32, CPU)"
+    return factory
+
+
+def _data_source(cfg, size, rank, world, epochs):
+    from .source import MovingDigitsClips
+
+    return MovingDigitsClips(cfg.seed, cfg.data.paraphrase_prob, size)
+
+
+def register() -> None:
+    from ...commands import COMMANDS
+    from ...data import DATA_SOURCES, DataSource
+    from ...models.registry import MODELS
+    from . import rewards  # noqa: F401  (registers md-image / md-video)
+
+    for name in SHIPPED_MODELS:
+        MODELS.register(name, _shipped_model(name), replace=True)
+    DATA_SOURCES.register(
+        "moving-digits",
+        DataSource(_data_source, endless=True, shuffle=False, needs_path=False),
+        help="the MovingDigits world rendered on the fly (no files)",
+        replace=True,
+    )
+
+    def world(argv):
+        from .cli import cli
+
+        return cli(argv)
+
+    COMMANDS.register("world", world, help="build / evaluate the MovingDigits world", replace=True)
