@@ -1,24 +1,30 @@
-"""Few-step generation: load a backbone by name or path, sample, write videos; `t2v-turbo generate`."""
+"""Few-step generation as a library: sample videos from a backbone (`generate`) and write them
+(`save_videos`). The command line lives in commands/generate.py."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
+import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .errors import UserError
-from .models.base import Backbone, guidance_to_w, read_metadata
-from .sampling import consistency_sample, consistency_timesteps, ddim_cfg_sample
-
+from .errors import InputError
+from .models.base import Backbone, guidance_to_w
 from .models.registry import BACKBONES, MODELS, load_backbone  # noqa: F401  (re-exported)
+from .sampling import consistency_sample, consistency_timesteps, ddim_cfg_sample, ddim_timesteps
+
+DEFAULT_W = 7.5  # the student's embedded guidance (T2V-Turbo convention)
+
+
+def teacher_cfg_scale(w: float, cfg_scale: float | None = None) -> float:
+    """A teacher's CFG scale: `cfg_scale` if given, else 1 + w, the scale of the teacher target a
+    student trained at w imitates (T2V-Turbo: eps_c + w (eps_c - eps_u) = CFG with g = 1 + w)."""
+    return float(cfg_scale) if cfg_scale is not None else 1.0 + float(w)
 
 @dataclass
 class Generation:
@@ -37,7 +43,8 @@ def generate(
     model: Backbone,
     prompts: Sequence[str],
     num_steps: int = 4,
-    guidance: float = 7.5,
+    w: float = DEFAULT_W,
+    cfg_scale: float | None = None,
     seed: int = 0,
     num_frames: int | None = None,
     origin_steps: int = 50,
@@ -45,27 +52,57 @@ def generate(
     timesteps: Sequence[int] | None = None,
     batch_size: int = 64,
     decode: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Generation:
-    """Sample one video per prompt. A student (w embedding) uses the multistep consistency sampler;
-    a teacher (no w embedding) uses DDIM with classifier-free guidance at `num_steps`.
+    """Sample one video per prompt.
 
-    Guidance: for a student, the value embedded in T2V-Turbo's convention (converted to the
-    checkpoint's own convention); for a teacher, the usual CFG scale.
+    A student (a model with a w embedding) uses the multistep consistency sampler and embeds `w`
+    (T2V-Turbo convention, converted to the checkpoint's own). A teacher uses DDIM with
+    classifier-free guidance at scale `cfg_scale` (default 1 + w, see `teacher_cfg_scale`), so the
+    same prompt, seed and w give the same teacher video in every command.
+
+    Args:
+        num_steps: sampler steps (students: 1..origin_steps; teachers: 1..num_train_timesteps).
+        seed: seeds the one CPU generator every random draw comes from (0 <= seed < 2**63).
+        progress: a callable `(done_steps, total_steps)` called after every sampler step.
+    Raises:
+        InputError: no prompts, a non-finite or negative w / cfg_scale, steps or seed out of range.
     """
     prompts = list(prompts)
     if not prompts:
-        raise UserError("no prompts given")
-    g = torch.Generator(device="cpu").manual_seed(seed)
+        raise InputError("no prompts given")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= int(seed) < 2**63:
+        raise InputError(f"seed must be in [0, 2**63), got {seed}")
     is_student = model.w_embedding_dim is not None
+    cfg = teacher_cfg_scale(w, cfg_scale)
+    for name, value in (("w", w), ("cfg_scale", cfg)):
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{name} must be a finite number >= 0, got {value}")
+    n_train = model.schedule.num_train_timesteps
     if is_student:
-        ts = (
-            list(timesteps)
-            if timesteps is not None
-            else consistency_timesteps(num_steps, origin_steps, timestep_rule)
-        )
+        if timesteps is not None:
+            ts = [int(t) for t in timesteps]
+        else:
+            if not 1 <= num_steps <= origin_steps:
+                raise InputError(f"a student samples 1..{origin_steps} steps (the origin grid), got {num_steps}")
+            ts = consistency_timesteps(num_steps, origin_steps, timestep_rule, n_train)
     else:
-        ts = []
-    uncond = model.encode_prompt([""]) if not is_student and guidance > 1 else None
+        if not 1 <= num_steps <= n_train:
+            raise InputError(f"a teacher samples 1..{n_train} DDIM steps, got {num_steps}")
+        ts = ddim_timesteps(num_steps, n_train)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    use_cfg = not is_student and cfg > 1
+    uncond = model.encode_prompt([""]) if use_cfg else None
+    total = len(ts) * ((len(prompts) + batch_size - 1) // batch_size)
+    done = [0]
+
+    def tick(i, z):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
     videos, evals = [], 0
     start = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
@@ -74,12 +111,12 @@ def generate(
         shape = model.latent_shape(len(chunk), num_frames)
         noise = torch.randn(shape, generator=g).to(model.device, model.dtype)
         if is_student:
-            w_emb = model.w_embedding(guidance_to_w(guidance, model.guidance_convention), len(chunk))
+            w_emb = model.w_embedding(guidance_to_w(w, model.guidance_convention), len(chunk))
 
             def fn(z, t, cond=cond, w_emb=w_emb):
                 return model.model_output(z, t, cond, w_emb)
 
-            z = consistency_sample(fn, model.schedule, shape, ts, generator=g, latents=noise)
+            z = consistency_sample(fn, model.schedule, shape, ts, generator=g, latents=noise, callback=tick)
             evals = len(ts)
         else:
             unc = uncond.expand(len(chunk), -1, -1) if uncond is not None else None
@@ -97,19 +134,22 @@ def generate(
                 model.schedule,
                 shape,
                 num_steps,
-                guidance,
+                cfg,
                 generator=g,
                 latents=noise,
                 model_fn_batched=both if unc is not None else None,
+                callback=tick,
             )
             evals = num_steps * (2 if unc is not None else 1)
         videos.append(model.decode_latents(z).clamp(-1, 1).float().cpu() if decode else z.float().cpu())
     seconds = time.perf_counter() - start
     settings = {
         "steps": num_steps,
-        "guidance": guidance,
-        "seed": seed,
         "sampler": "consistency" if is_student else "ddim-cfg",
+        "w": float(w) if is_student else None,
+        "cfg_scale": None if is_student else cfg,
+        "guidance_convention": model.guidance_convention if is_student else None,
+        "seed": int(seed),
         "timestep_rule": timestep_rule if is_student else "ddim-leading",
         "timesteps": ts,
     }
@@ -136,66 +176,3 @@ def save_videos(
             write_video(out / f"{safe_filename(prompt)}-{idx}.{fmt}", video, fps=fps, upscale=upscale)
         )
     return paths
-
-
-def read_prompts(args_prompts: Sequence[str], prompt_file: str | None) -> list[str]:
-    prompts = [p for p in args_prompts if p.strip()]
-    if prompt_file:
-        f = Path(prompt_file)
-        if not f.exists():
-            raise UserError(f"prompt file not found: {f}")
-        prompts += [line.strip() for line in f.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise UserError("give at least one non-empty prompt (arguments or --prompt-file)")
-    return prompts
-
-
-def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="t2v-turbo generate", description="Generate videos in a few steps.")
-    p.add_argument("prompts", nargs="*", help="text prompts")
-    p.add_argument("--prompt-file", help="a text file with one prompt per line")
-    p.add_argument(
-        "--model", default="turbo", help="turbo | vcm | teacher (shipped MovingDigits) or a checkpoint path"
-    )
-    p.add_argument(
-        "--steps", type=int, default=None, help="sampling steps (default 4 for students, 50 for a teacher)"
-    )
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=7.5,
-        help="guidance (T2V-Turbo convention for students; CFG scale for a teacher)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-per-prompt", type=int, default=1)
-    p.add_argument("--out-dir", default="outputs")
-    p.add_argument("--format", choices=["mp4", "gif"], default="mp4")
-    p.add_argument("--fps", type=int, default=None, help="default: the model's native fps")
-    p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscale factor for small videos")
-    p.add_argument("--timestep-rule", choices=["t2v-turbo", "diffusers"], default="t2v-turbo")
-    p.add_argument("--base", default=None, help="base model (VAE + text encoder) for a UNet-only or LoRA checkpoint")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a = p.parse_args(argv)
-    prompts = read_prompts(a.prompts, a.prompt_file)
-    try:
-        model = load_backbone(a.model, device=a.device, **({"base": a.base} if a.base else {}))
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"cannot load model {a.model!r}: {e}") from e
-    steps = a.steps or (4 if model.w_embedding_dim is not None else 50)
-    if steps < 1:
-        raise UserError("--steps must be >= 1")
-    written = []
-    t0 = time.perf_counter()
-    for k in range(a.num_per_prompt):
-        gen = generate(model, prompts, steps, a.guidance, a.seed + k, timestep_rule=a.timestep_rule)
-        written += save_videos(
-            gen, a.out_dir, [k] * len(prompts), a.fps or model.native_fps, a.format, a.upscale
-        )
-    meta = {"model": str(a.model), **gen.settings, "num_per_prompt": a.num_per_prompt, "seed": a.seed}
-    Path(a.out_dir, "generation.json").write_text(json.dumps(meta, indent=2))
-    for w in written:
-        print(w)
-    print(
-        f"{len(written)} video(s) in {time.perf_counter() - t0:.2f}s ({steps} steps, {gen.settings['sampler']})"
-    )
-    return 0

@@ -67,6 +67,7 @@ def load_model(spec: str, device: str = "cpu", base: str | None = None):
 
     from ..models.registry import load_backbone
 
+    quiet_library_bars()
     kw = {"base": base} if base else {}
     try:
         return load_backbone(spec, device=device, **kw)
@@ -77,6 +78,22 @@ def load_model(spec: str, device: str = "cpu", base: str | None = None):
         if type(e).__name__ == "SafetensorError":
             raise CheckpointError(f"cannot load model {spec!r}: corrupt safetensors file ({one_line(e)})") from None
         raise
+
+
+def quiet_library_bars() -> None:
+    """transformers / diffusers draw a "Loading weights" bar per component: noise for a CLI user."""
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # an old or missing transformers: nothing to silence
+        pass
+    try:
+        import diffusers
+
+        diffusers.utils.logging.disable_progress_bar()
+    except Exception:
+        pass
 
 
 def one_line(e: BaseException) -> str:
@@ -128,3 +145,21 @@ def run_command(fn, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def warn_unknown_words(model, prompts: Sequence[str]) -> list[str]:
+    """Warn (stderr, one line) about prompt words outside a model's closed vocabulary, for models
+    that declare one (`model.vocabulary`, e.g. the MovingDigits world's ~20 words). Returns them."""
+    import re
+
+    vocab = getattr(model, "vocabulary", None)
+    if not vocab:
+        return []
+    unknown = sorted({w for p in prompts for w in re.findall(r"[a-z0-9]+", p.lower())} - set(vocab))
+    if unknown:
+        print(
+            f"warning: this model knows only its world's words; unknown: {', '.join(unknown[:12])}"
+            + (" ..." if len(unknown) > 12 else ""),
+            file=sys.stderr,
+        )
+    return unknown

@@ -21,10 +21,18 @@ def _shipped_model(name: str):
             raise CheckpointError(
                 f"the shipped MovingDigits model {name!r} is missing from {path}; rebuild it with `t2v-turbo world build`"
             )
-        return DiffusersVideoBackbone.from_pretrained(path, base=ASSETS_DIR, **kw)
+        model = DiffusersVideoBackbone.from_pretrained(path, base=ASSETS_DIR, **kw)
+        model.vocabulary = vocabulary()  # commands warn about words outside the world's captions
+        return model
 
     factory.__doc__ = f"the shipped MovingDigits {name} (8x32x32, CPU)"
     return factory
+
+
+def vocabulary() -> frozenset[str]:
+    from .dataset import caption_words
+
+    return frozenset(caption_words())
 
 
 def _data_source(cfg, size, rank, world, epochs):
