@@ -1,4 +1,4 @@
-"""train(cfg): the T2V-Turbo training loop, and `t2v-turbo distill CONFIG [key=value ...]`.
+"""train(cfg): the T2V-Turbo training loop (the `t2v-turbo distill` command is commands/distill.py).
 
 One process or many through `accelerate launch` (DDP; on a machine without CUDA the same command
 runs gloo CPU processes):
@@ -14,12 +14,10 @@ gradient clipping, AdamW, the EMA target update. Every random draw is seeded fro
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -316,33 +314,3 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     if trackers:
         acc.end_training()
     return result
-
-
-def cli(argv: list[str]) -> int:
-    """`t2v-turbo distill CONFIG [key=value ...] [--dry-run]`."""
-    from .config import list_presets
-
-    p = argparse.ArgumentParser(
-        prog="t2v-turbo distill",
-        description="Distill a few-step student (many GPUs: accelerate launch -m t2v_turbo.cli distill ...).",
-    )
-    p.add_argument("config", help=f"a preset name ({', '.join(list_presets())}) or a YAML path")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 train.max_steps=100")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and global batch; exit")
-    a = p.parse_intermixed_args(argv)
-    cfg = load_config(a.config, a.overrides)
-    if a.dry_run:
-        from .training.roles import check_reward_names
-
-        check_reward_names(cfg)
-        print(describe(cfg))
-        return 0
-    result = train(cfg)
-    for name, path in (("student", result.student_dir), ("lora", result.lora_path), ("plot", result.plot)):
-        if path is not None:
-            print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

@@ -14,7 +14,6 @@ Training with `data.source=cache data.path=FOLDER` skips the VAE encoder and the
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..errors import UserError
+from ..errors import ConfigError, DataError, InputError
 from .loader import Skipped
 
 FORMAT = "t2v-turbo-latent-cache"
@@ -36,27 +35,34 @@ class LatentCache(Dataset):
         self.path = Path(path)
         index_file = self.path / "index.json"
         if not index_file.exists():
-            raise UserError(
+            raise DataError(
                 f"{self.path} is not a latent cache (no index.json); build one with `t2v-turbo precompute`"
             )
-        self.index = json.loads(index_file.read_text())
-        if self.index.get("format") != FORMAT:
-            raise UserError(f"{index_file}: not a {FORMAT} index")
-        self.shards = self.index["shards"]
-        self.offsets = [0]
-        for s in self.shards:
-            self.offsets.append(self.offsets[-1] + int(s["count"]))
+        try:
+            self.index = json.loads(index_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{index_file}: unreadable latent-cache index ({type(e).__name__}: {e})") from None
+        if not isinstance(self.index, dict) or self.index.get("format") != FORMAT:
+            raise DataError(f"{index_file}: not a {FORMAT} index")
+        try:
+            self.shards = list(self.index["shards"])
+            self.offsets = [0]
+            for s in self.shards:
+                self.offsets.append(self.offsets[-1] + int(s["count"]))
+                str(s["file"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{index_file}: malformed shard list ({type(e).__name__}: {e})") from None
         self._open: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return self.offsets[-1]
 
     def check_compatible(self, latent_shape, cond_shape) -> None:
-        """Raise UserError when the cache was made for another model (latent or text-embedding shape)."""
+        """Raise DataError when the cache was made for another model (latent or text-embedding shape)."""
         for what, ours, theirs in (("latent", latent_shape, self.index["latent_shape"]),
                                    ("text embedding", cond_shape, self.index["cond_shape"])):  # fmt: skip
             if list(ours) != list(theirs):
-                raise UserError(
+                raise DataError(
                     f"latent cache {self.path} holds {what}s of shape {list(theirs)}, the model needs "
                     f"{list(ours)}: re-run `t2v-turbo precompute` with this model (the cache was made with "
                     f"{self.index.get('teacher')!r})"
@@ -79,7 +85,11 @@ class LatentCache(Dataset):
         _, i = key
         k = bisect.bisect_right(self.offsets, i) - 1
         j = i - self.offsets[k]
-        f, captions = self._shard(k)
+        try:
+            f, captions = self._shard(k)
+        except Exception as e:  # a missing or corrupt shard: its items are skipped, the rest train
+            detail = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            return Skipped("undecodable", f"{self.shards[k]['file']}[{j}]", detail)
         if not captions[j].strip():
             return Skipped("empty caption", f"{self.shards[k]['file']}[{j}]")
         return {
@@ -105,6 +115,7 @@ def _write_shard(path: Path, latents: list, conds: list, captions: list, dtype: 
 def precompute(
     cfg,
     out: str | Path,
+    teacher,
     limit: int | None = None,
     batch_size: int = 8,
     shard_size: int = 1024,
@@ -115,20 +126,20 @@ def precompute(
     """Encode the config's data source once with its teacher's VAE and text encoder; returns the index.
 
     Args:
-        cfg: a `config.Config` (its model.teacher and data section are used).
+        cfg: a `config.Config` (its data section is used; model.teacher is recorded).
         out: cache folder (created; an existing cache there is replaced).
-        limit: encode at most this many videos (required for the endless moving-digits source).
+        teacher: the loaded teacher backbone whose VAE and text encoder encode the data.
+        limit: encode at most this many videos (required for an endless source such as moving-digits).
     """
-    from ..training.roles import load_teacher
-    from . import build_dataset, clip_size
+    from . import DATA_SOURCES, build_dataset, clip_size
     from .loader import SkipCounter
 
     if cfg.data.source in ("cache", "prompts"):
-        raise UserError(f"precompute reads videos: data.source={cfg.data.source} has none")
-    if cfg.data.source == "moving-digits" and not limit:
-        raise UserError("the moving-digits source is endless: give --limit N")
+        raise ConfigError(f"precompute reads videos: data.source={cfg.data.source} has none")
+    if DATA_SOURCES.get(cfg.data.source).endless and not limit:
+        raise InputError(f"the {cfg.data.source} source is endless: give --limit N")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    teacher = load_teacher(cfg, device)
+    teacher = teacher.to(device)
     size = clip_size(cfg.data, teacher)
     dataset = build_dataset(cfg, size, rank=0, world=1, epochs=1)
     out = Path(out)
@@ -175,7 +186,7 @@ def precompute(
     if caps:
         flush_shard()
     if not count:
-        raise UserError(f"no usable videos to encode ({skips.summary()})")
+        raise DataError(f"no usable videos to encode ({skips.describe()})")
     from safetensors.torch import save_file
 
     save_file(
@@ -194,7 +205,7 @@ def precompute(
         "resize": cfg.data.resize,
         "source": {"kind": cfg.data.source, "path": cfg.data.path},
         "shards": shards,
-        "skipped": dict(skips.counts),
+        "skipped": skips.summary(),
     }
     from safetensors import safe_open
 
@@ -203,27 +214,6 @@ def precompute(
     (out / "index.json").write_text(json.dumps(index, indent=2))
     printer(
         f"cached {count} videos in {len(shards)} shard(s) at {out} in {time.perf_counter() - start:.1f}s; "
-        f"{skips.summary()}"
+        f"{skips.describe()}"
     )
     return index
-
-
-def cli(argv: list[str]) -> int:
-    """`t2v-turbo precompute CONFIG [key=value ...] --out DIR`."""
-    from ..config import load_config
-
-    p = argparse.ArgumentParser(
-        prog="t2v-turbo precompute", description="Encode a dataset once into a latent cache."
-    )
-    p.add_argument("config", help="preset name or YAML path (its model.teacher and data section are used)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.path=videos.csv")
-    p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--limit", type=int, default=None, help="encode at most N videos")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--shard-size", type=int, default=1024, help="videos per shard file")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a = p.parse_intermixed_args(argv)
-    cfg = load_config(a.config, a.overrides)
-    precompute(cfg, a.out, a.limit, a.batch_size, a.shard_size, a.dtype, a.device)
-    return 0
