@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -7,18 +8,15 @@ import torch
 # machine is shared (2 threads spin-wait under load: 10-20x slower measured here)
 torch.set_num_threads(1)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE = SHARED / "reference" / "vc2_layouts"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# reference numbers and parameter layouts recorded from the official T2V-Turbo / VideoCrafter2 code
+# (vendored: see fixtures/vc2_layouts/README.md for how they were made)
+REFERENCE = FIXTURES / "vc2_layouts"
 
 
 @pytest.fixture(scope="session")
 def reference_numbers():
-    import json
-
-    f = REFERENCE / "reference_numbers.json"
-    if not f.exists():
-        pytest.skip(f"reference data not found at {f} (shared/ must sit beside the checkout)")
-    return json.loads(f.read_text())
+    return json.loads((REFERENCE / "reference_numbers.json").read_text())
 
 
 @pytest.fixture(scope="session")
