@@ -59,13 +59,8 @@ def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed
     w_emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, model.w_embedding_dim)
     latents = torch.randn(model.latent_shape(len(prompts)), generator=g)
     denoised = latents
-    pos = None
-    if getattr(model, "position_channels", False):  # extra fixed input channels, as inpainting UNets take masks
-        from t2v_turbo.models.diffusers_video import video_position_channels
-
-        pos = video_position_channels(*latents.shape[2:]).expand(latents.shape[0], -1, -1, -1, -1)
     for t in sched.timesteps:
-        x = latents if pos is None else torch.cat([latents, pos], dim=1)
+        x = model.unet_input(latents)  # the backbone may append fixed input channels (as inpainting UNets take masks)
         out = model.unet(x, t, encoder_hidden_states=cond, timestep_cond=w_emb).sample
         latents, denoised = sched.step(out, t, latents, generator=g, return_dict=False)
     b, c, f, h, w_ = denoised.shape

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from t2v_turbo.cli import main
-from t2v_turbo.pipeline import WORLD_DIR, generate, load_backbone
+from t2v_turbo.pipeline import generate, load_backbone
 from t2v_turbo.video_io import read_video
+from t2v_turbo.worlds.moving_digits.backbone import MovingDigitsBackbone
+from t2v_turbo.worlds.moving_digits.models import ASSETS_DIR
 
 PROMPTS = ["a red digit 7 moving left", "a blue digit 3 moving up"]
 
@@ -17,24 +19,34 @@ def turbo():
 
 def test_shipped_models_load_with_their_roles():
     for name in ("turbo", "vcm"):
-        assert (WORLD_DIR / name / "unet").exists()
+        assert (ASSETS_DIR / name / "unet").exists()
     teacher, vcm = load_backbone("teacher"), load_backbone("vcm")
     assert teacher.w_embedding_dim is None and vcm.w_embedding_dim == 256
-    assert vcm.family == "animatediff" and vcm.resolution == (8, 32, 32) and vcm.native_fps == 8
+    assert type(vcm) is type(teacher) is MovingDigitsBackbone and teacher.position_channels
+    assert vcm.family == "moving-digits" and vcm.resolution == (8, 32, 32) and vcm.native_fps == 8
     # the students share the teacher's VAE and text encoder but not its UNet
     assert teacher.scaling_factor == vcm.scaling_factor
     assert sum(p.numel() for p in vcm.unet.parameters()) > sum(p.numel() for p in teacher.unet.parameters())
 
 
 def test_seeded_generation_is_exactly_reproducible(turbo):
-    a = generate(turbo, PROMPTS, num_steps=4, guidance=7.5, seed=0)
-    b = generate(turbo, PROMPTS, num_steps=4, guidance=7.5, seed=0)
+    a = generate(turbo, PROMPTS, num_steps=4, w=7.5, seed=0)
+    b = generate(turbo, PROMPTS, num_steps=4, w=7.5, seed=0)
     assert torch.equal(a.videos, b.videos) and a.unet_evals == 4
     assert a.videos.shape == (2, 3, 8, 32, 32)
     # golden value of the shipped weights + sampler (measured when the weights were shipped)
     assert float(a.videos.mean()) == pytest.approx(-0.97264, abs=2e-3)
-    c = generate(turbo, PROMPTS, num_steps=4, guidance=7.5, seed=1)
+    c = generate(turbo, PROMPTS, num_steps=4, w=7.5, seed=1)
     assert not torch.equal(a.videos, c.videos)
+
+
+def test_shipped_folders_reload_by_path_through_the_world_family(turbo):
+    by_path = load_backbone(ASSETS_DIR / "turbo")
+    assert type(by_path) is MovingDigitsBackbone and by_path.family == "moving-digits"
+    z = torch.randn(turbo.latent_shape(1), generator=torch.Generator().manual_seed(0))
+    cond, w = turbo.encode_prompt(PROMPTS[:1]), turbo.w_embedding(7.5, 1)
+    with torch.no_grad():
+        assert torch.equal(by_path.model_output(z, 700, cond, w), turbo.model_output(z, 700, cond, w))
 
 
 def test_readme_first_command_writes_a_playable_video(tmp_path, capsys):

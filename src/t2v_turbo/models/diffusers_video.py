@@ -33,52 +33,6 @@ def _unet_class(name: str):
     return getattr(diffusers, name)
 
 
-def frame_position_tokens(num_frames: int, dim: int, norm: float | None = None) -> Tensor:
-    """Fixed sinusoidal frame-index tokens, (T, dim), each of L2 norm `norm` (default sqrt(dim)).
-
-    Appended to every frame's text conditioning by `DiffusersVideoBackbone(frame_tokens=True)`, so
-    the per-frame spatial cross-attention knows where in the clip the frame is. Frequencies run
-    from 1 down to 0.1 rad/frame: every pair of frames in a short clip gets distinct tokens.
-    CLIP's final LayerNorm gives text tokens norm ~sqrt(dim), so the default matches their scale.
-    """
-    if dim % 2:
-        raise ValueError(f"frame tokens need an even conditioning width, got {dim}")
-    pos = torch.arange(num_frames, dtype=torch.float64)[:, None]
-    freq = 10.0 ** (-2.0 * torch.arange(dim // 2, dtype=torch.float64) / dim)
-    ang = pos * freq[None]
-    tok = torch.cat([ang.sin(), ang.cos()], dim=1)  # each row has norm sqrt(dim / 2)
-    scale = (norm if norm is not None else dim**0.5) / (dim / 2) ** 0.5
-    return (tok * scale).float()
-
-
-POSITION_FREQS = (1, 2)
-NUM_POSITION_CHANNELS = 6 * len(POSITION_FREQS)  # sin + cos of frame, row, column per frequency
-
-
-def video_position_channels(num_frames: int, height: int, width: int, freqs: Sequence[int] = POSITION_FREQS) -> Tensor:
-    """Fixed Fourier features of each latent element's (frame, row, column), (6 * len(freqs), T, h, w).
-
-    Each coordinate is normalised to [-1, 1] over the clip (c = linspace(-1, 1, n)) and encoded as
-    sin(pi f c / 2), cos(pi f c / 2) for every f in `freqs`; channel order: frame, row, column, and
-    within each the (sin, cos) pairs by frequency. `DiffusersVideoBackbone(position_channels=True)`
-    concatenates them to the latents, so a convolutional UNet (translation-equivariant, no positional
-    embedding in diffusers' spatial layers) knows where in the clip every element is.
-    """
-    import math
-
-    grids = torch.meshgrid(
-        torch.linspace(-1, 1, num_frames, dtype=torch.float64),
-        torch.linspace(-1, 1, height, dtype=torch.float64),
-        torch.linspace(-1, 1, width, dtype=torch.float64),
-        indexing="ij",
-    )
-    chans = []
-    for c in grids:
-        for f in freqs:
-            chans += [torch.sin(math.pi * f * c / 2), torch.cos(math.pi * f * c / 2)]
-    return torch.stack(chans).float()
-
-
 def _checkpointed_forward(orig_forward, *args, **kwargs):
     if torch.is_grad_enabled():
         return checkpoint(orig_forward, *args, use_reentrant=False, **kwargs)
@@ -95,18 +49,14 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         tokenizer: its tokenizer (saved with the weights: ids must never change).
         schedule: training noise schedule; default scaled-linear, epsilon.
         vae_chunk: frames per VAE call (bounds memory at full resolution).
-        frame_tokens: `UNetMotionModel` only: append `frame_position_tokens` to each frame's text
-            conditioning, so the per-frame spatial layers see the frame index (diffusers' motion
-            modules never see the text). An experiment of the MovingDigits world (it did not make
-            the tiny teacher follow direction words); recorded in `t2v_turbo.json`; off by default.
-        position_channels: concatenate `video_position_channels` (12 fixed channels) to the latents
-            before the UNet, whose `in_channels` must then be latent channels + 12; the output keeps
-            the latent channels. Gives a small UNet the absolute (frame, row, column) of every
-            element: the MovingDigits teacher needs it to place a "moving left" clip's mean (right
-            side first, left side last) from pure noise. Recorded in `t2v_turbo.json`; off by default.
+
+    Subclasses extend the model's input through `unet_input` and list extra constructor options in
+    `metadata_options`: those are recorded in `t2v_turbo.json`, read back by `from_pretrained` and
+    passed on by `make_student` (which returns the subclass).
     """
 
     family = "modelscope"
+    metadata_options: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -120,21 +70,8 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         guidance_convention: str = "t2v-turbo",
         vae_chunk: int = 16,
         family: str | None = None,
-        frame_tokens: bool = False,
-        position_channels: bool = False,
     ):
         super().__init__()
-        if frame_tokens and type(unet).__name__ != "UNetMotionModel":
-            raise ValueError("frame_tokens needs a UNetMotionModel (per-frame text conditioning)")
-        self.frame_tokens = bool(frame_tokens)
-        self.position_channels = bool(position_channels)
-        if self.position_channels:
-            c_in, c_out = unet.config.in_channels, unet.config.out_channels
-            if c_in != c_out + NUM_POSITION_CHANNELS:
-                raise ValueError(
-                    f"position_channels needs a UNet with in_channels = out_channels + {NUM_POSITION_CHANNELS}, "
-                    f"got in_channels={c_in}, out_channels={c_out}"
-                )
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.schedule = schedule or NoiseSchedule.make()
         self.native_fps = native_fps
@@ -173,18 +110,17 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             # UNetMotionModel runs its spatial layers per frame and expects (B * T, L, D) conditioning
             # (AnimateDiff pipelines repeat it themselves): frame-major within each video
             cond = cond.repeat_interleave(z_t.shape[2], dim=0)
-            if self.frame_tokens:  # (B * T, L, D) -> (B * T, L + 1, D)
-                tok = frame_position_tokens(z_t.shape[2], cond.shape[-1]).to(cond.device, cond.dtype)
-                cond = torch.cat([cond, tok.repeat(z_t.shape[0], 1)[:, None]], dim=1)
-        if self.position_channels:  # (B, c, T, h, w) -> (B, c + 12, T, h, w)
-            pos = video_position_channels(*z_t.shape[2:]).to(z_t.device, z_t.dtype)
-            z_t = torch.cat([z_t, pos.expand(z_t.shape[0], -1, -1, -1, -1)], dim=1)
         # (B, c, T, h, w) -> (B, c, T, h, w)
-        return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
+        x = self.unet_input(z_t)
+        return self.unet(x, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
+
+    def unet_input(self, z_t: Tensor) -> Tensor:
+        """The UNet's input for latents z_t (B, c, T, h, w): z_t itself (subclasses may append channels)."""
+        return z_t
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.out_channels)  # in_channels also counts any position channels
+        return int(self.unet.config.out_channels)  # in_channels also counts channels `unet_input` adds
 
     def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
         t, h, w = self.resolution
@@ -219,19 +155,18 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         unet.to(self.device)
         if self.dtype != torch.float32:
             unet.to(dtype=self.dtype)
-        student = DiffusersVideoBackbone(
+        student = type(self)(
             unet,
             self.vae,
             self.text_encoder,
             self.tokenizer,
             self.schedule,
-            self.native_fps,
-            self.resolution,
-            self.guidance_convention,
-            self.vae_chunk,
-            self.family,
-            self.frame_tokens,
-            self.position_channels,
+            native_fps=self.native_fps,
+            resolution=self.resolution,
+            guidance_convention=self.guidance_convention,
+            vae_chunk=self.vae_chunk,
+            family=self.family,
+            **self._option_values(),
         )
         unet.requires_grad_(True)
         return student
@@ -290,10 +225,10 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             "scheduler": ["diffusers", "DDIMScheduler"],
         }
         (path / "model_index.json").write_text(json.dumps(index, indent=2))
-        self.write_metadata(
-            path,
-            {"vae_chunk": self.vae_chunk, "frame_tokens": self.frame_tokens, "position_channels": self.position_channels},
-        )
+        self.write_metadata(path, {"vae_chunk": self.vae_chunk, **self._option_values()})
+
+    def _option_values(self) -> dict:
+        return {k: getattr(self, k) for k in self.metadata_options}
 
     @classmethod
     def from_pretrained(
@@ -344,8 +279,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             guidance_convention=meta.get("guidance_convention", "t2v-turbo"),
             vae_chunk=meta.get("vae_chunk", 16),
             family=meta.get("family"),
-            frame_tokens=meta.get("frame_tokens", False),
-            position_channels=meta.get("position_channels", False),
+            **{k: meta[k] for k in cls.metadata_options if k in meta},
         )
 
 

@@ -6,7 +6,6 @@ Every model is one of the real classes at a tiny size: diffusers `AutoencoderKL`
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
@@ -146,7 +145,7 @@ def build_unet(
     """
     from diffusers import UNetMotionModel
 
-    from ...models.diffusers_video import NUM_POSITION_CHANNELS
+    from .backbone import NUM_POSITION_CHANNELS
 
     n = len(channels)
     with torch.random.fork_rng(devices=[]):
@@ -180,40 +179,19 @@ def build_unet(
     return unet
 
 
-def _backbone_base():
-    from ...models.diffusers_video import DiffusersVideoBackbone
-
-    return DiffusersVideoBackbone
-
-
-@functools.lru_cache(maxsize=1)
-def make_backbone_class():
-    """`MovingDigitsBackbone`: the project's `DiffusersVideoBackbone` under the world's name
-    (students made from it keep the class)."""
-    base = _backbone_base()
-
-    class MovingDigitsBackbone(base):
-        def make_student(self, *args, **kw):
-            student = super().make_student(*args, **kw)
-            student.__class__ = type(self)
-            return student
-
-    return MovingDigitsBackbone
-
-
 def build_backbone(
     unet, vae, text_encoder, tokenizer, schedule=None, frame_tokens: bool = False, position_channels: bool = False
 ):
-    """Wrap the world's models in the backbone contract (default schedule: scaled-linear, epsilon;
-    the shipped teacher records its own, v-prediction with beta_end 0.03; 8x32x32).
+    """Wrap the world's models in a `MovingDigitsBackbone` for 8x32x32 videos at 8 fps (default
+    schedule: scaled-linear, epsilon).
 
     `frame_tokens` appends a frame-index token to each frame's text, `position_channels` feeds the
-    UNet fixed (frame, row, column) channels with the latents (see `DiffusersVideoBackbone`).
+    UNet fixed (frame, row, column) channels with the latents (see `backbone.py`).
     """
     from ...schedule import NoiseSchedule
+    from .backbone import MovingDigitsBackbone
 
-    cls = make_backbone_class()
-    return cls(
+    return MovingDigitsBackbone(
         unet,
         vae,
         text_encoder,
@@ -228,5 +206,7 @@ def build_backbone(
 
 def load_teacher(path: str | Path | None = None, name: str = "teacher"):
     """The shipped (or given world folder's) teacher (or another UNet folder `name`) as a backbone."""
+    from .backbone import MovingDigitsBackbone
+
     root = Path(path or ASSETS_DIR)
-    return make_backbone_class().from_pretrained(root / name, base=root).eval()
+    return MovingDigitsBackbone.from_pretrained(root / name, base=root).eval()

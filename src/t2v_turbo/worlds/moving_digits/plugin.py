@@ -13,7 +13,7 @@ SHIPPED_MODELS = ("turbo", "vcm", "teacher")
 def _shipped_model(name: str):
     def factory(**kw):
         from ...errors import CheckpointError
-        from ...models.diffusers_video import DiffusersVideoBackbone
+        from .backbone import MovingDigitsBackbone
         from .models import ASSETS_DIR
 
         path = ASSETS_DIR / name
@@ -21,7 +21,7 @@ def _shipped_model(name: str):
             raise CheckpointError(
                 f"the shipped MovingDigits model {name!r} is missing from {path}; rebuild it with `t2v-turbo world build`"
             )
-        model = DiffusersVideoBackbone.from_pretrained(path, base=ASSETS_DIR, **kw)
+        model = MovingDigitsBackbone.from_pretrained(path, base=ASSETS_DIR, **kw)
         model.vocabulary = vocabulary()  # commands warn about words outside the world's captions
         return model
 
@@ -35,6 +35,12 @@ def vocabulary() -> frozenset[str]:
     return frozenset(caption_words())
 
 
+def _load_backbone(path, **kw):
+    from .backbone import MovingDigitsBackbone
+
+    return MovingDigitsBackbone.from_pretrained(path, **kw)
+
+
 def _data_source(cfg, size, rank, world, epochs):
     from .source import MovingDigitsClips
 
@@ -44,9 +50,12 @@ def _data_source(cfg, size, rank, world, epochs):
 def register() -> None:
     from ...commands import COMMANDS
     from ...data import DATA_SOURCES, DataSource
-    from ...models.registry import MODELS
+    from ...models.registry import BACKBONES, MODELS
     from . import rewards  # noqa: F401  (registers md-image / md-video)
 
+    BACKBONES.register(
+        "moving-digits", _load_backbone, help="MovingDigits world folders (position channels, frame tokens)", replace=True
+    )
     for name in SHIPPED_MODELS:
         MODELS.register(name, _shipped_model(name), replace=True)
     DATA_SOURCES.register(
