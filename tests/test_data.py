@@ -21,7 +21,7 @@ from t2v_turbo.data.videos import (
     resize_clip,
     sample_indices,
 )
-from t2v_turbo.errors import UserError
+from t2v_turbo.errors import ConfigError, DataError, UserError
 from t2v_turbo.video_io import write_video
 
 
@@ -112,11 +112,10 @@ def test_broken_files_are_skipped_and_counted(broken_folder):
         expected[reason] = expected.get(reason, 0) + 1
     assert dict(loader.skips.counts) == expected
     assert loader.skips.total == 7 and loader.position == 10
-    assert len(messages) == 4 and "further skipped items" in messages[-1]  # 3 warnings, then one notice
-    assert (
-        loader.skips.summary()
-        == "skipped 7 item(s): 2 empty caption, 1 empty file, 1 too short, 3 undecodable"
-    )
+    assert len(messages) == 4 and "further skipped files" in messages[-1]  # 3 warnings, then one notice
+    assert messages[0] == f"warning: skipped {broken_folder / 'a_zero.mp4'}: empty file"
+    assert loader.skips.summary() == {"empty caption": 2, "empty file": 1, "too short": 1, "undecodable": 3}
+    assert loader.skips.describe() == "skipped 7 file(s): 2 empty caption, 1 empty file, 1 too short, 3 undecodable"
 
 
 def test_csv_with_missing_files_and_webvid_columns(broken_folder, tmp_path):
@@ -141,14 +140,14 @@ def test_csv_with_missing_files_and_webvid_columns(broken_folder, tmp_path):
     assert list_csv(plain, root=broken_folder) == [(broken_folder / "z_good1.mp4", "hello")]
     bad = tmp_path / "bad.csv"
     bad.write_text("foo,bar\n1,2\n")
-    with pytest.raises(UserError, match="cannot find the video and caption columns"):
+    with pytest.raises(DataError, match="cannot find the video and caption columns"):
         list_csv(bad)
 
 
 def test_all_broken_stops_with_a_clear_error(broken_folder):
     rows = [r for r in list_videos(broken_folder) if not r[0].name.startswith("z_")]
     loader = Loader(VideoClips(rows, 4, 16, 16, 8), batch_size=1, max_consecutive_skips=20)
-    with pytest.raises(UserError, match="no usable training items: 20 in a row"):
+    with pytest.raises(DataError, match="no usable training items: 20 in a row"):
         next(loader)
 
 
@@ -184,7 +183,7 @@ def test_moving_digits_source_renders_the_world():
     item = ds[(0, 3)]
     assert item["video"].shape == (3, 8, 32, 32) and item["prompt"].startswith("a ")
     assert torch.equal(item["video"], ds[(0, 3)]["video"])  # deterministic
-    with pytest.raises(UserError, match="renders 8 frames of 32x32"):
+    with pytest.raises(ConfigError, match="renders 8 frames of 32x32"):
         build_dataset(cfg, (16, 32, 32, 8))
 
 
@@ -221,7 +220,7 @@ def test_webdataset_shards_split_by_rank_skip_and_resume(broken_folder, tmp_path
         again = next(resumed)
         assert again["prompts"] == nxt["prompts"] and torch.equal(again["video"], nxt["video"])
     assert prompts[0] != prompts[1]
-    with pytest.raises(UserError, match="every process needs at least one"):
+    with pytest.raises(DataError, match="every process needs at least one"):
         build_dataset(cfg, (4, 16, 16, 8), rank=0, world=3)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.rewards import build_reward
 from t2v_turbo.rewards.image_reward import REWARD_MEAN, REWARD_STD
 from t2v_turbo.rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -81,7 +82,8 @@ def test_clip_vit_l_14_quick_gelu_squash(tmp_path):
 def test_pickscore_folder_logit_scale_and_text_cache(tmp_path):
     from transformers import CLIPModel
 
-    from t2v_turbo.models.open_clip import open_clip_config
+    from t2v_turbo.errors import ConfigError
+    from t2v_turbo.open_clip_convert import open_clip_config
 
     torch.manual_seed(0)
     model = CLIPModel(open_clip_config("tiny"))
@@ -250,13 +252,13 @@ def test_image_reward_official_layout_vit_and_head(tmp_path):
 def test_image_reward_strictness(tmp_path):
     sd = image_reward_checkpoint()
     torch.save({**sd, "blip.itm_head.weight": torch.zeros(2, 32)}, tmp_path / "extra.pt")
-    with pytest.raises(RuntimeError, match="itm_head"):
+    with pytest.raises(CheckpointError, match="itm_head"):
         build_reward("image-reward", path=tmp_path / "extra.pt", config="tiny")
     with pytest.warns(UserWarning, match="ignoring 1 unexpected"):
         build_reward("image-reward", path=tmp_path / "extra.pt", config="tiny", strict=False)
     del sd["blip.visual_encoder.blocks.1.attn.qkv.bias"]
     torch.save(sd, tmp_path / "missing.pt")
-    with pytest.raises(RuntimeError, match="qkv.bias"):
+    with pytest.raises(CheckpointError, match="qkv.bias"):
         build_reward("image-reward", path=tmp_path / "missing.pt", config="tiny")
 
 
@@ -273,10 +275,10 @@ class _TorchScriptCLIP(torch.nn.Module):
 
 
 def test_openai_torchscript_archive_is_read(tmp_path):
-    from t2v_turbo.models.open_clip import state_dict_from_open_clip
-    from t2v_turbo.rewards.common import load_state_dict
+    from t2v_turbo.open_clip_convert import state_dict_from_open_clip
+    from t2v_turbo.weights import read_state_dict
 
     torch.jit.save(torch.jit.script(_TorchScriptCLIP()), tmp_path / "ViT-L-14.pt")
-    sd = load_state_dict(tmp_path / "ViT-L-14.pt")  # weights_only torch.load refuses TorchScript
+    sd = read_state_dict(tmp_path / "ViT-L-14.pt", torchscript=True)  # weights_only torch.load refuses TorchScript
     assert set(sd) == {"logit_scale", "input_resolution"} and sd["logit_scale"].item() == pytest.approx(4.6)
     assert set(state_dict_from_open_clip(sd)) == {"logit_scale"}  # meta ints dropped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.rewards import REWARDS, build_reward, build_rewards
 from test_open_clip_convert import open_clip_state_dict
 from test_rewards_image import OC
@@ -41,11 +42,11 @@ def test_all_names_registered_and_unknown_names_listed():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_missing_checkpoint_names_file_and_source(name, tmp_path):
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(CheckpointError) as e:
         build_reward(name, path=tmp_path / "absent.pt")
     msg = str(e.value)
     assert FILES[name] in msg and "https://" in msg and "absent.pt" in msg
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError):
         build_reward(name)  # no path at all
 
 
@@ -87,7 +88,7 @@ def test_mixture_from_config_trains_pixels_only(tmp_path):
 def test_full_size_parameter_counts_on_meta():
     from transformers import CLIPModel
 
-    from t2v_turbo.models.open_clip import open_clip_config
+    from t2v_turbo.open_clip_convert import open_clip_config
     from t2v_turbo.rewards.image_reward import ImageReward
     from t2v_turbo.rewards.internvideo2 import InternVideo2
     from t2v_turbo.rewards.viclip import ViCLIP

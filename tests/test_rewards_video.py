@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.rewards import build_reward
 from t2v_turbo.rewards.tokenizers import bert_tokenize, clip_tokenize
 from test_open_clip_convert import _resblocks, ref_text
@@ -110,7 +111,7 @@ def test_viclip_strict_keys_and_crops(tmp_path):
     ckpt = viclip_checkpoint()
     bad = {"model": {k.replace("ln_post", "norm_post"): v for k, v in ckpt["model"].items()}}
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(RuntimeError, match="ln_post"):
+    with pytest.raises(CheckpointError, match="ln_post"):
         build_reward("viclip", path=tmp_path / "bad.pth", config="tiny")
     torch.save(ckpt, tmp_path / "v.pth")
     a = build_reward("viclip", path=tmp_path / "v.pth", config="tiny", seed=7)
@@ -292,7 +293,7 @@ def test_internvideo2_strictness_bf16_and_checkpointing(tmp_path):
         {"module": {**ckpt["module"], "vision_encoder.blocks.0.attn.extra": torch.zeros(1)}},
         tmp_path / "x.pt",
     )
-    with pytest.raises(RuntimeError, match="attn.extra"):
+    with pytest.raises(CheckpointError, match="attn.extra"):
         build_reward("internvideo2", path=tmp_path / "x.pt", config="tiny")
     torch.save(ckpt, tmp_path / "iv2.pt")
     kw = dict(path=tmp_path / "iv2.pt", config="tiny", crop="center")

@@ -143,6 +143,8 @@ class DataSection:
         teacher_steps, teacher_guidance: DDIM sampling of latents for source "prompts".
         paraphrase_prob: MovingDigits caption paraphrase probability.
         max_warnings: skipped-file warnings printed per run (all are counted).
+        max_video_pixels: videos whose frames hold more pixels are skipped ("too large"); smaller ones
+            are scaled to the clip size while decoding (0: no limit).
     """
 
     source: str = "videos"
@@ -159,6 +161,7 @@ class DataSection:
     teacher_guidance: float = 7.5
     paraphrase_prob: float = 0.0
     max_warnings: int = 20
+    max_video_pixels: int = 4096 * 4096
 
 
 @dataclass

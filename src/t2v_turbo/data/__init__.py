@@ -72,7 +72,8 @@ def _prompts(cfg, size, rank, world, epochs):
 
 def _clip(cfg, size) -> dict:
     t, h, w, fps = size
-    return {"num_frames": t, "height": h, "width": w, "fps": fps, "resize": cfg.data.resize}
+    return {"num_frames": t, "height": h, "width": w, "fps": fps, "resize": cfg.data.resize,
+            "max_pixels": cfg.data.max_video_pixels}  # fmt: skip
 
 
 DATA_SOURCES.register("videos", DataSource(_videos), help="a folder of videos with .txt captions, or a CSV")

@@ -2,7 +2,7 @@
 
 Items are dicts ({"video": (3, T, H, W)} or {"latents", "cond"}, plus "prompt") or `Skipped`
 markers. The loader draws keys from a seeded per-rank stream, drops skipped items (counting
-them by reason, with a bounded number of printed warnings), and fills each batch with good
+each file once by reason, with a bounded number of printed warnings), and fills each batch with good
 items only. Its `position` (keys consumed on this rank) is all a checkpoint needs to resume
 the exact same stream.
 """
@@ -16,12 +16,20 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
-from ..errors import UserError
+from ..errors import DataError
+
+
+def printable(text: str) -> str:
+    """`text` safe to print: undecodable bytes kept in paths (surrogate escapes) shown as U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
 class Skipped:
-    """An item that could not be used: why, where (a path or shard key) and details."""
+    """An item that could not be used: why, where (a path or shard key: one per file) and details."""
 
     reason: str
     where: str
@@ -29,32 +37,77 @@ class Skipped:
 
 
 class SkipCounter:
-    """Counts skipped items by reason; prints a warning for each of the first `max_warnings` items."""
+    """Counts skipped files by reason, each file once however often it is drawn (epochs repeat it);
+    prints a warning for each of the first `max_warnings` files.
+
+    Attributes:
+        counts: reason -> number of distinct files (the `where` of the Skipped items).
+        files: where -> reason of every skipped file (the first reason seen).
+        events: skipped draws in all (a file failing every epoch adds one per epoch).
+    """
 
     def __init__(self, max_warnings: int = 20, printer=print):
         self.counts: Counter[str] = Counter()
+        self.files: dict[str, str] = {}
+        self.events = 0
         self.max_warnings, self.printer = max_warnings, printer
-        self._warned: set[str] = set()
+        self._warned = 0
 
-    def add(self, item: Skipped) -> None:
+    def add(self, item: Skipped) -> bool:
+        """Count `item`; True when its file was not counted before."""
+        self.events += 1
+        if item.where in self.files:
+            return False
+        self.files[item.where] = item.reason
         self.counts[item.reason] += 1
-        if item.where in self._warned or len(self._warned) >= self.max_warnings:
-            return  # each item is printed once (epochs repeat it), and at most max_warnings items
-        self._warned.add(item.where)
-        detail = f" ({item.detail})" if item.detail else ""
-        self.printer(f"warning: skipped {item.where}: {item.reason}{detail}")
-        if len(self._warned) == self.max_warnings:
-            self.printer("warning: further skipped items are counted but not printed")
+        if self._warned < self.max_warnings:
+            self._warned += 1
+            detail = f" ({item.detail})" if item.detail else ""
+            self.printer(printable(f"warning: skipped {item.where}: {item.reason}{detail}"))
+            if self._warned == self.max_warnings:
+                self.printer("warning: further skipped files are counted but not printed")
+        return True
 
     @property
     def total(self) -> int:
+        """Distinct skipped files."""
         return sum(self.counts.values())
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, int]:
+        """reason -> number of distinct skipped files, sorted by reason."""
+        return dict(sorted(self.counts.items()))
+
+    def describe(self) -> str:
+        """One line, e.g. "skipped 3 file(s): 1 empty file, 2 undecodable"."""
         if not self.total:
-            return "skipped 0 items"
-        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
-        return f"skipped {self.total} item(s): {parts}"
+            return "skipped 0 files"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.summary().items())
+        return f"skipped {self.total} file(s): {parts}"
+
+    def state_dict(self) -> dict:
+        """JSON-ready state for a checkpoint: {"files": {where: reason}, "events": n}."""
+        return {"files": dict(self.files), "events": self.events}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()` (a resumed run then counts no file twice). A plain {reason: n}
+        dict (older checkpoints) is added to `counts` as is."""
+        if isinstance(state.get("files"), dict):
+            for where, reason in state["files"].items():
+                if where not in self.files:
+                    self.files[where] = reason
+                    self.counts[reason] += 1
+            self.events += int(state.get("events", 0))
+        else:
+            self.counts.update({str(k): int(v) for k, v in state.items()})
+
+    @staticmethod
+    def merged(states) -> dict[str, int]:
+        """reason -> distinct files over several ranks' `state_dict()`s (a file two ranks drew counts once)."""
+        files: dict[str, str] = {}
+        for st in states:
+            for where, reason in st.get("files", {}).items():
+                files.setdefault(where, reason)
+        return dict(sorted(Counter(files.values()).items()))
 
 
 class KeyStream(Sampler):
@@ -65,7 +118,7 @@ class KeyStream(Sampler):
         self, length: int, seed: int, rank: int = 0, world: int = 1, start: int = 0, shuffle: bool = True
     ):
         if length < 1:
-            raise UserError("the dataset is empty")
+            raise DataError("the dataset is empty")
         self.length, self.seed, self.rank, self.world, self.start, self.shuffle = (
             length,
             seed,
@@ -160,15 +213,15 @@ class Loader:
             try:
                 item = next(self._it)
             except StopIteration:
-                raise UserError("the data source ran dry (no usable items left)") from None
+                raise DataError("the data source ran dry (no usable items left)") from None
             self.position += 1
             if isinstance(item, Skipped):
                 self.skips.add(item)
                 self._run += 1
                 if self._run >= self.max_consecutive_skips:
-                    raise UserError(
+                    raise DataError(
                         f"no usable training items: {self._run} in a row were skipped "
-                        f"({self.skips.summary()})"
+                        f"({self.skips.describe()})"
                     )
                 continue
             self._run = 0

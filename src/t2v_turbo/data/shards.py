@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from ..errors import UserError
+from ..errors import ConfigError, DataError
 from .loader import Skipped
 from .videos import VIDEO_SUFFIXES, load_clip
 
@@ -23,7 +23,7 @@ def _require_webdataset():
     try:
         import webdataset
     except ModuleNotFoundError:
-        raise UserError(
+        raise ConfigError(
             "data.source=webdataset needs the optional package webdataset: "
             "pip install 't2v-turbo[webdataset]'"
         ) from None
@@ -44,7 +44,7 @@ def expand_shards(pattern: str) -> list[str]:
     else:
         urls = sorted(glob.glob(pattern)) or ([pattern] if path.exists() else [])
     if not urls:
-        raise UserError(f"no webdataset shards found for data.path={pattern!r}")
+        raise DataError(f"no webdataset shards found for data.path={pattern!r}")
     return urls
 
 
@@ -60,14 +60,14 @@ class ShardClips(IterableDataset):
         rank, world: process index and count; needs at least `world` shards.
         seed: shard order per epoch and random clip starts.
         epochs: stop after this many passes (None: endless).
-        clip: keyword arguments of `load_clip` (num_frames, height, width, fps, resize).
+        clip: keyword arguments of `load_clip` (num_frames, height, width, fps, resize, max_pixels).
     """
 
     def __init__(self, pattern: str, rank: int, world: int, seed: int, epochs: int | None = None, **clip):
         _require_webdataset()
         urls = expand_shards(pattern)
         if len(urls) < world:
-            raise UserError(
+            raise DataError(
                 f"{len(urls)} webdataset shard(s) for {world} processes: every process needs at least one"
             )
         self.urls, self.rank, self.world, self.seed, self.clip = urls[rank::world], rank, world, seed, clip
@@ -96,7 +96,7 @@ class ShardClips(IterableDataset):
                     continue
                 yield self._decode(sample, position)
             if seen == 0:
-                raise UserError(
+                raise DataError(
                     f"the webdataset shards of rank {self.rank} hold no readable samples: {urls[:3]}..."
                 )
             epoch += 1

@@ -1,10 +1,22 @@
 """Video files + captions: a folder (captions in `.txt` sidecars) or a CSV (WebVid columns accepted).
 
-Each clip is decoded with PyAV, `num_frames` frames are sampled at a target fps from a random
-start, resized and cropped to the model's resolution (aspect-preserving; "stretch" as the
-released code did) and returned as (3, T, H, W) in [-1, 1]. A missing, empty, corrupt, truncated,
-undecodable or too-short file, or an empty caption, is returned as `Skipped` (the loader counts
-it and moves on); it never stops a run.
+Each clip is decoded with PyAV (`video_io.decode_video`), `num_frames` frames are sampled at a target
+fps from a random start, scaled while decoding and cropped to the model's resolution
+(aspect-preserving; "stretch" as the released code did) and returned as (3, T, H, W) in [-1, 1].
+
+Nothing a dataset holds stops a run: every broken item is returned as `Skipped` with a reason (the
+loader counts it once per file and moves on):
+
+    missing file        the file (or a CSV row's file) does not exist, or is a broken symlink
+    symlink loop        a symlink that points at itself, or a folder link back to a parent folder
+    not a file          a folder (or FIFO, device) named like a video, e.g. `x.mp4/`
+    unreadable          no permission to read the file, its caption sidecar or a sub-folder
+    empty file          0 bytes
+    too large           frames of more than `max_pixels` pixels (data.max_video_pixels)
+    undecodable         corrupt, truncated, not a video, no video stream
+    too short           fewer frames than the clip needs at the target fps
+    empty caption       no or blank caption
+    bad utf-8 caption   a CSV row whose caption is not valid UTF-8 (or holds a NUL byte)
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,17 +35,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..video_io import VideoDecodeError
-from .loader import Skipped
+from ..errors import DataError
+from ..video_io import ClipTooShort, VideoDecodeError, check_video_file, decode_video
+from .loader import Skipped, printable
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".gif")
 PATH_COLUMNS = ("path", "file", "filename", "video", "video_path")
 CAPTION_COLUMNS = ("caption", "text", "name", "prompt")
+MAX_VIDEO_PIXELS = 4096 * 4096  # default pixel limit per frame (config: data.max_video_pixels)
 
-
-class ClipTooShort(VideoDecodeError):
-    """A decodable video with fewer frames than the clip needs."""
+__all__ = [
+    "CAPTION_COLUMNS", "MAX_VIDEO_PIXELS", "PATH_COLUMNS", "VIDEO_SUFFIXES", "ClipTooShort", "VideoClips",
+    "decode_clip", "decode_size", "list_csv", "list_folder", "list_videos", "load_clip", "resize_clip",
+    "sample_indices",
+]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -54,51 +71,40 @@ def decode_clip(
     num_frames: int,
     fps: float | None,
     rng: np.random.Generator,
+    size: tuple[int, int] | None = None,
+    resize: str = "crop",
+    max_pixels: int | None = None,
 ) -> np.ndarray:
-    """Decode `num_frames` frames sampled at `fps` (None: every frame) -> (T, H, W, 3) uint8.
+    """Decode `num_frames` frames sampled at `fps` (None: the source rate) -> (T, H, W, 3) uint8.
+
+    With `size` = (height, width), frames are scaled while decoding to what `resize_clip` would scale
+    them to (see `decode_size`), so only the crop is left; a clip is never held at full size when it
+    is larger than that. Frames of more than `max_pixels` pixels are refused before decoding.
 
     Raises:
-        VideoDecodeError (ClipTooShort for a too-short video).
+        VideoDecodeError with its `reason` (ClipTooShort for a too-short video).
     """
-    import av
 
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(name)
-        if path.stat().st_size == 0:
-            raise VideoDecodeError(f"{name}: empty file")
-    try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"{name}: no video stream")
-            stream = container.streams.video[0]
-            src_fps = float(stream.average_rate or stream.guessed_rate or 0) or float(fps or 0)
-            target = fps or src_fps or 1.0
-            total = int(stream.frames or 0)
-            if total > 0:  # container knows its length: decode only up to the last needed frame
-                wanted = sample_indices(total, src_fps, num_frames, target, rng)
-                frames: dict[int, np.ndarray] = {}
-                for i, frame in enumerate(container.decode(stream)):
-                    if i in wanted:
-                        frames[i] = frame.to_ndarray(format="rgb24")
-                    if i >= wanted[-1]:
-                        break
-                if len(frames) < len(set(wanted)):
-                    raise ClipTooShort(
-                        f"{name}: stream ended after {len(frames)} of the needed frames (truncated?)"
-                    )
-                return np.stack([frames[i] for i in wanted])
-            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except VideoDecodeError:
-        raise
-    except Exception as e:  # PyAV raises many error types for broken files
-        raise VideoDecodeError(f"{name}: cannot decode ({type(e).__name__}: {e})") from e
-    if not decoded:
-        raise VideoDecodeError(f"{name}: no decodable frames")
-    wanted = sample_indices(len(decoded), src_fps, num_frames, target, rng)
-    return np.stack([decoded[i] for i in wanted])
+    def pick(total: int, src_fps: float) -> list[int]:
+        src = src_fps or float(fps or 0)
+        return sample_indices(total, src, num_frames, fps or src or 1.0, rng)
+
+    scale = None if size is None else (lambda h, w: decode_size(h, w, size[0], size[1], resize))
+    frames, _ = decode_video(source, pick=pick, size=scale, max_pixels=max_pixels)
+    return frames
+
+
+def decode_size(h: int, w: int, height: int, width: int, mode: str = "crop") -> tuple[int, int]:
+    """The size a (h, w) frame is scaled to before the center crop to (height, width).
+
+    mode "crop": the short side covers the target (aspect preserved); "stretch": (height, width).
+    """
+    if mode == "stretch":
+        return height, width
+    if mode != "crop":
+        raise ValueError(f"unknown resize mode {mode!r}; valid: ['crop', 'stretch']")
+    scale = max(height / h, width / w)
+    return max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6))
 
 
 def resize_clip(frames: np.ndarray, height: int, width: int, mode: str = "crop") -> Tensor:
@@ -111,13 +117,7 @@ def resize_clip(frames: np.ndarray, height: int, width: int, mode: str = "crop")
         torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     )  # (T, 3, H, W)
     h, w = x.shape[-2:]
-    if mode == "stretch":
-        size = (height, width)
-    elif mode == "crop":
-        scale = max(height / h, width / w)
-        size = (max(height, math.ceil(h * scale - 1e-6)), max(width, math.ceil(w * scale - 1e-6)))
-    else:
-        raise ValueError(f"unknown resize mode {mode!r}; valid: ['crop', 'stretch']")
+    size = decode_size(h, w, height, width, mode)
     if (h, w) != size:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
@@ -127,7 +127,7 @@ def resize_clip(frames: np.ndarray, height: int, width: int, mode: str = "crop")
 
 def load_clip(
     source: str | Path | bytes,
-    caption: str | None,
+    caption: str | Skipped | None,
     num_frames: int,
     height: int,
     width: int,
@@ -135,20 +135,27 @@ def load_clip(
     resize: str,
     rng: np.random.Generator,
     where: str = "",
+    max_pixels: int | None = MAX_VIDEO_PIXELS,
 ) -> dict | Skipped:
-    """One training item {"video": (3, T, H, W), "prompt"} or the reason it is skipped."""
+    """One training item {"video": (3, T, H, W), "prompt"} or the reason it is skipped.
+
+    Args:
+        caption: the caption, or the `Skipped` a listing recorded for this row (returned as is).
+        max_pixels: frames of more pixels are skipped as "too large" (None or 0: no limit).
+    """
+    if isinstance(caption, Skipped):
+        return caption
     where = where or str(source)[:200]
-    if not (caption or "").strip():
-        return Skipped("empty caption", where)
     try:
-        frames = decode_clip(source, num_frames, fps, rng)
-    except FileNotFoundError:
-        return Skipped("missing file", where)
-    except ClipTooShort as e:
-        return Skipped("too short", where, str(e))
+        if not isinstance(source, bytes):  # file problems first: a folder `x.mp4/` has no caption either
+            check_video_file(Path(source))
+        if not (caption or "").strip():
+            return Skipped("empty caption", where)
+        frames = decode_clip(source, num_frames, fps, rng, (height, width), resize, max_pixels)
     except VideoDecodeError as e:
-        reason = "empty file" if str(e).endswith("empty file") else "undecodable"
-        return Skipped(reason, where, str(e))
+        detail, name = str(e), "<bytes>" if isinstance(source, bytes) else str(source)
+        detail = detail[len(name) + 2 :] if detail.startswith(f"{name}: ") else detail
+        return Skipped(e.reason, where, "" if detail == e.reason else detail)
     return {"video": resize_clip(frames, height, width, resize), "prompt": caption.strip()}
 
 
@@ -158,34 +165,64 @@ def _pick(columns: Sequence[str], names: Sequence[str]) -> str | None:
     return next((lower[n] for n in names if n in lower), None)
 
 
-def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str]]:
-    """(video path, caption) rows of a CSV.
+def _bad_text(text: str) -> bool:
+    """Whether decoded text holds undecodable bytes (surrogate escapes) or a NUL."""
+    return "\x00" in text or any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str | Skipped]]:
+    """(video path, caption) rows of a CSV; a row whose caption is not valid UTF-8 (or holds a NUL
+    byte) gets a `Skipped` ("bad utf-8 caption") instead of its caption.
 
     Accepted columns: a path column (path / file / video ...) and a caption column (caption / text /
     name / prompt), or WebVid's `videoid,name,page_dir` (file `{root}/{page_dir}/{videoid}.mp4`) and
-    `videoid,contentUrl` (file `{root}/{videoid}.mp4`, else the URL's file name).
+    `videoid,contentUrl` (file `{root}/{videoid}.mp4`, else the URL's file name). Paths keep
+    undecodable bytes (a POSIX file name need not be UTF-8).
+
+    Raises:
+        DataError: the file cannot be read as CSV, or has no video / caption column.
     """
     root = root or path.parent
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    # undecodable bytes become surrogate escapes (checked per row); NULs (which Python's csv module
+    # refuses) become an escape that is never valid text either
+    text = raw.decode("utf-8-sig", errors="surrogateescape").replace("\x00", "\udc00")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
         columns = reader.fieldnames or []
-        path_col, cap_col = _pick(columns, PATH_COLUMNS), _pick(columns, CAPTION_COLUMNS)
-        vid_col, page_col, url_col = (
-            _pick(columns, ("videoid",)),
-            _pick(columns, ("page_dir",)),
-            _pick(columns, ("contenturl",)),
-        )
-        if cap_col is None or (path_col is None and vid_col is None):
-            raise UserError(
-                f"{path}: cannot find the video and caption columns in {columns}; expected e.g. "
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV header ({e})") from None
+    path_col, cap_col = _pick(columns, PATH_COLUMNS), _pick(columns, CAPTION_COLUMNS)
+    vid_col, page_col, url_col = (
+        _pick(columns, ("videoid",)),
+        _pick(columns, ("page_dir",)),
+        _pick(columns, ("contenturl",)),
+    )
+    if cap_col is None or (path_col is None and vid_col is None):
+        hint = " (the header is not valid UTF-8)" if any(_bad_text(c) for c in columns) else ""
+        raise DataError(
+            printable(
+                f"{path}: cannot find the video and caption columns in {columns}{hint}; expected e.g. "
                 "`path,caption` or WebVid's `videoid,name,page_dir` / `videoid,contentUrl`"
             )
-        rows = []
-        for row in reader:
-            caption = row.get(cap_col) or ""
-            if path_col is not None:
-                rows.append((root / (row.get(path_col) or ""), caption))
-                continue
+        )
+    rows: list[tuple[Path, str | Skipped]] = []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a field larger than the csv module's limit: one row lost
+            rows.append((path, Skipped("undecodable", f"{path}:{reader.line_num}", f"bad CSV row ({e})")))
+            continue
+        caption: str | Skipped = row.get(cap_col) or ""
+        if path_col is not None:
+            video = root / (row.get(path_col) or "")
+        else:
             vid = (row.get(vid_col) or "").strip()
             candidates = []
             if page_col and row.get(page_col):
@@ -193,32 +230,95 @@ def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str]]:
             candidates.append(root / f"{vid}.mp4")
             if url_col and row.get(url_col):
                 candidates.append(root / Path(row[url_col].split("?")[0]).name)
-            rows.append((next((c for c in candidates if c.exists()), candidates[0]), caption))
+            video = next((c for c in candidates if _exists(c)), candidates[0])
+        if _bad_text(caption):
+            caption = Skipped(
+                "bad utf-8 caption",
+                f"{path}:{reader.line_num}",
+                printable(f"caption of {video} is not valid UTF-8 text: {caption[:80]!r}"),
+            )
+        rows.append((video, caption))
     return rows
 
 
-def list_folder(path: Path) -> list[tuple[Path, str]]:
-    """Every video file under `path` (recursive, sorted) with its `.txt` sidecar's caption ("" if none)."""
-    rows = []
-    for f in sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
-        side = f.with_suffix(".txt")
-        rows.append((f, side.read_text(encoding="utf-8", errors="replace").strip() if side.exists() else ""))
-    return rows
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
-def list_videos(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, str]]:
-    """A folder of videos with `.txt` captions, or a CSV file (see `list_csv`)."""
+def _caption(video: Path) -> str | Skipped:
+    """The `.txt` sidecar's caption ("" if none; undecodable bytes replaced), or why it is unreadable."""
+    side = video.with_suffix(".txt")
+    try:
+        return side.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        return Skipped("unreadable", str(video), f"caption file {side}: {e.strerror or e}")
+
+
+def list_folder(path: Path) -> list[tuple[Path, str | Skipped]]:
+    """Every entry named like a video under `path` (recursive, sorted) with its `.txt` sidecar's caption.
+
+    Nothing is left out silently: a folder, broken symlink or symlink loop named like a video is
+    listed (the dataset skips it with its reason), a sub-folder that cannot be read or a folder
+    symlink back to a parent folder is listed with a `Skipped` instead of a caption.
+    """
+    rows: list[tuple[Path, str | Skipped]] = []
+
+    def walk(folder: Path, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            rows.append((folder, Skipped("unreadable", str(folder), f"cannot list the folder: {e.strerror or e}")))
+            return
+        for entry in entries:
+            p = Path(entry.path)
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                rows.append((p, _caption(p)))  # whatever it is: the dataset says why it is unusable
+            try:
+                if not entry.is_dir():  # follows symlinks; a looping link raises (named like a video: listed)
+                    continue
+                st = os.stat(entry.path)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                rows.append((p, Skipped("symlink loop", str(p), f"links back to {os.path.realpath(p)}")))
+            else:
+                walk(p, ancestors | {key})
+
+    st = os.stat(path)
+    walk(path, frozenset({(st.st_dev, st.st_ino)}))
+    return sorted(rows, key=lambda r: r[0].parts)
+
+
+def list_videos(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, str | Skipped]]:
+    """A folder of videos with `.txt` captions, or a CSV file (see `list_csv`, `list_folder`).
+
+    Rows whose problem is known from the listing carry a `Skipped` instead of a caption.
+
+    Raises:
+        DataError: the path is missing, not a folder or CSV, or lists no usable row.
+    """
     path = Path(path)
     if not path.exists():
-        raise UserError(f"data.path not found: {path}")
+        raise DataError(f"data.path not found: {path}")
     if path.is_dir():
         rows = list_folder(path)
     elif path.suffix.lower() in (".csv", ".tsv"):
         rows = list_csv(path, Path(root) if root else None)
     else:
-        raise UserError(f"data.path {path} is neither a folder of videos nor a .csv file")
+        raise DataError(f"data.path {path} is neither a folder of videos nor a .csv file")
     if not rows:
-        raise UserError(f"no videos listed in {path} (looked for {', '.join(VIDEO_SUFFIXES)})")
+        raise DataError(f"no videos listed in {path} (looked for {', '.join(VIDEO_SUFFIXES)})")
+    broken = Counter(c.reason for _, c in rows if isinstance(c, Skipped))
+    if sum(broken.values()) == len(rows):
+        parts = ", ".join(f"{n} {r}" for r, n in sorted(broken.items()))
+        raise DataError(f"no usable rows in {path}: all {len(rows)} are broken ({parts})")
     return rows
 
 
@@ -226,11 +326,12 @@ class VideoClips(Dataset):
     """Map-style dataset of clips; keys are (epoch, index) so every draw is reproducible.
 
     Args:
-        rows: (path, caption) pairs from `list_videos`.
+        rows: (path, caption or Skipped) pairs from `list_videos`.
         num_frames, height, width: clip size.
         fps: sampling rate (None: every source frame).
         resize: "crop" or "stretch".
         seed: base seed of the random start of each draw.
+        max_pixels: frames of more pixels are skipped as "too large" (None or 0: no limit).
     """
 
     def __init__(
@@ -242,9 +343,10 @@ class VideoClips(Dataset):
         fps: float | None,
         resize: str = "crop",
         seed: int = 0,
+        max_pixels: int | None = MAX_VIDEO_PIXELS,
     ):
         self.rows, self.num_frames, self.height, self.width = list(rows), num_frames, height, width
-        self.fps, self.resize, self.seed = fps, resize, seed
+        self.fps, self.resize, self.seed, self.max_pixels = fps, resize, seed, max_pixels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -254,5 +356,6 @@ class VideoClips(Dataset):
         path, caption = self.rows[i]
         rng = np.random.default_rng([self.seed, epoch, i])
         return load_clip(
-            path, caption, self.num_frames, self.height, self.width, self.fps, self.resize, rng, str(path)
-        )
+            path, caption, self.num_frames, self.height, self.width, self.fps, self.resize, rng, str(path),
+            self.max_pixels,
+        )  # fmt: skip

@@ -1,7 +1,7 @@
 """Image-text rewards: HPSv2 / HPSv2.1, PickScore, CLIP score (ViT-H-14, ViT-L/14), ImageReward.
 
 All CLIP-family models run in transformers' `CLIPModel`; official open_clip-format files are
-converted with `t2v_turbo.models.open_clip`. Scores are computed per frame on (N, C, H, W)
+converted with `t2v_turbo.open_clip_convert`. Scores are computed per frame on (N, C, H, W)
 images in [-1, 1]; the base class picks `num_frames` random frames and averages.
 Factories import transformers lazily and never download: `path=` is a local file or folder.
 """
@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
+from ..weights import checkpoint_forward, load_strict, read_state_dict
 from .base import RewardModel, register_reward
-from .common import TextCache, enable_checkpointing, freeze, load_state_dict, require_path, strict_load
+from .common import TextCache, freeze, require_path
 from .preprocess import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -80,7 +82,7 @@ class CLIPReward(RewardModel):
         self.context_length = model.config.text_config.max_position_embeddings
         self.text_features = TextCache(self._encode_text)
         if gradient_checkpointing:
-            enable_checkpointing(model.vision_model.encoder.layers)
+            checkpoint_forward(model.vision_model.encoder.layers)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """(N, C, H, W) in [-1, 1] -> normalised (N, C, 224, 224) pixel values."""
@@ -115,7 +117,7 @@ def clip_config(config=None, default: str = "ViT-H-14"):
     """None / preset name / {'name', 'text', 'vision'} dict / CLIPConfig -> transformers CLIPConfig."""
     from transformers import CLIPConfig
 
-    from ..models.open_clip import open_clip_config
+    from ..open_clip_convert import open_clip_config
 
     if isinstance(config, CLIPConfig):
         return config
@@ -133,7 +135,7 @@ def load_clip(
     """A transformers CLIPModel from a transformers folder, or an open_clip-format file converted strictly."""
     from transformers import CLIPModel
 
-    from ..models.open_clip import state_dict_from_open_clip
+    from ..open_clip_convert import state_dict_from_open_clip
 
     expected = "a transformers CLIP folder" if name == "pickscore" else "an open_clip-format state dict file"
     path = require_path(path, name, expected, PUBLISHED[name])
@@ -142,7 +144,8 @@ def load_clip(
     if name == "pickscore":
         raise FileNotFoundError(f"pickscore: expected a transformers folder, got the file {path}")
     model = CLIPModel(clip_config(config, default))
-    strict_load(model, state_dict_from_open_clip(load_state_dict(path, key)), strict=strict, what=name)
+    sd = read_state_dict(path, unwrap=(key,) if key else (), torchscript=True)
+    load_strict(model, state_dict_from_open_clip(sd), what=name, allow_unexpected=not strict)
     return model
 
 
@@ -195,5 +198,5 @@ def image_reward(path: str | Path | None = None, config: dict | None = None, str
         PUBLISHED["image-reward"],
     )
     model = ImageReward(config, **kw)
-    model.load_official(load_state_dict(path), strict=strict)
+    model.load_official(read_state_dict(path, unwrap=()), strict=strict)
     return model

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weights import checkpoint_forward, load_strict
 from .base import RewardModel
-from .common import enable_checkpointing, freeze, strict_load
+from .common import freeze
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, center_crop, normalize, resize_shortest, to_unit
 
 # ImageReward/ImageReward.py: reward normalisation constants of v1.0
@@ -123,12 +124,12 @@ class ImageReward(RewardModel):
         self._tokens: dict[str, tuple[Tensor, Tensor]] = {}
         freeze(self, dtype)
         if gradient_checkpointing:
-            enable_checkpointing(self.blip.visual_encoder.encoder.layers)
-            enable_checkpointing(self.blip.text_encoder.encoder.layer)
+            checkpoint_forward(self.blip.visual_encoder.encoder.layers)
+            checkpoint_forward(self.blip.text_encoder.encoder.layer)
 
     def load_official(self, sd: dict[str, Tensor], strict: bool = True) -> None:
         """Load an ImageReward.pt state dict (official key names) strictly."""
-        strict_load(self, convert_official(sd), ignore=IGNORED, strict=strict, what="image-reward")
+        load_strict(self, convert_official(sd), what="image-reward", ignore=IGNORED, allow_unexpected=not strict)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """ImageReward _transform: Resize(224, bicubic) short side, CenterCrop(224), OpenAI CLIP mean/std."""

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from .base import RewardModel, register_reward
-from .common import TextCache, enable_checkpointing, freeze, load_state_dict, require_path, strict_load
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, short_side_crop_video, to_unit
+from .common import TextCache, freeze, require_path
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, VIDEO_CROPS, normalize, short_side_crop_video, to_unit
+from ..weights import checkpoint_forward, load_strict, read_state_dict
 
 PUBLISHED = {
     "viclip": "https://huggingface.co/OpenGVLab/ViCLIP (ViClip-InternVid-10M-FLT.pth)",
@@ -55,7 +56,7 @@ class VideoTextReward(RewardModel):
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.text_features = TextCache(model.encode_text)
         if gradient_checkpointing:
-            enable_checkpointing(model.checkpoint_layers())
+            checkpoint_forward(model.checkpoint_layers())
 
     def preprocess(self, video: Tensor) -> Tensor:
         """(B, C, T, H, W) in [-1, 1] -> (B, C, T, 224, 224) ImageNet-normalised."""
@@ -82,7 +83,7 @@ def viclip(path: str | Path | None = None, config: dict | str | None = None, num
         path, "viclip", "ViClip-InternVid-10M-FLT.pth ({'model': state dict})", PUBLISHED["viclip"]
     )
     model = ViCLIP(config)
-    strict_load(model, load_state_dict(path, "model"), strict=strict, what="viclip")
+    load_strict(model, read_state_dict(path, unwrap=("model",)), what="viclip", allow_unexpected=not strict)
     return VideoTextReward(model, num_frames, **kw)
 
 
@@ -97,7 +98,6 @@ def internvideo2(
     expected = "InternVideo2-stage2_1b-224p-f4.pt ({'module': state dict})"
     path = require_path(path, "internvideo2", expected, PUBLISHED["internvideo2"])
     model = InternVideo2(config)
-    strict_load(
-        model, load_state_dict(path, "module"), ignore=(model.ignored,), strict=strict, what="internvideo2"
-    )
-    return VideoTextReward(model, num_frames or model.config["num_frames"], **kw)
+    sd = model.adapt_state_dict(read_state_dict(path, unwrap=("module",)))
+    load_strict(model, sd, what="internvideo2", ignore=(model.ignored,), allow_unexpected=not strict)
+    return VideoTextReward(model, model.config["num_frames"], **kw)
