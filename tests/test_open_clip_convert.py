@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from t2v_turbo.models.open_clip import (
+from t2v_turbo.errors import CheckpointError
+from t2v_turbo.open_clip_convert import (
     open_clip_config,
     open_clip_text_config,
     open_clip_text_hidden,
@@ -217,12 +218,12 @@ def test_round_trips_are_exact_and_qkv_split_in_order():
 
 def test_converter_is_strict():
     sd = open_clip_state_dict()
-    with pytest.raises(KeyError, match="unexpected"):
+    with pytest.raises(CheckpointError, match="unexpected open_clip text key: transformer.resblocks.0.attn.extra$"):
         state_dict_from_open_clip({**sd, "transformer.resblocks.0.attn.extra": torch.zeros(1)})
     full = set(state_dict_from_open_clip(sd))
     hf = state_dict_from_open_clip(sd)
     del hf["text_model.encoder.layers.0.self_attn.k_proj.bias"]
-    with pytest.raises(KeyError, match="incomplete"):
+    with pytest.raises(CheckpointError, match="layer 0: incomplete q/k/v bias: has only q, v$"):
         state_dict_to_open_clip(hf)
     # OpenAI's TorchScript ints are dropped, not converted
     meta = {

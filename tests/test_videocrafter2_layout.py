@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from t2v_turbo.models.release_lora import release_lora_shapes, release_lora_targets
-from t2v_turbo.models.videocrafter2 import SCHEDULE_BUFFERS, VC2Config, VideoCrafter2, ldm_schedule_buffers
+from t2v_turbo.models.vc2_checkpoint import SCHEDULE_BUFFERS, ldm_schedule_buffers
+from t2v_turbo.models.videocrafter2 import VC2Config, VideoCrafter2
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
 

@@ -1,4 +1,5 @@
-"""open_clip <-> transformers CLIP: configs and strict, one-to-one state-dict converters.
+"""open_clip <-> transformers CLIP: configs, strict one-to-one state-dict converters (a mismatch is a
+`CheckpointError`) and the text features VideoCrafter2 conditions on. Shared by models and rewards.
 
 open_clip (and OpenAI's original CLIP) stores a ViT tower as `conv1`, `class_embedding`,
 `positional_embedding`, `ln_pre`, `transformer.resblocks.N.{ln_1, attn, ln_2, mlp.c_fc, mlp.c_proj}`,
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from .errors import CheckpointError
 
 # open_clip model configs (open_clip/model_configs/*.json); OpenAI weights use QuickGELU.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -151,7 +154,7 @@ def _tower_from_open_clip(sd: dict[str, Tensor], names: dict[str, str], hf_prefi
             continue
         m = _RESBLOCK.match(k)
         if m is None:
-            raise KeyError(f"unexpected open_clip {what} key {k!r}")
+            raise CheckpointError(f"unexpected open_clip {what} key: {k}")
         i, rest = m.groups()
         layer = f"{hf_prefix}.encoder.layers.{i}"
         if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
@@ -162,7 +165,7 @@ def _tower_from_open_clip(sd: dict[str, Tensor], names: dict[str, str], hf_prefi
             continue
         base, _, leaf = rest.rpartition(".")
         if base not in _BLOCK:
-            raise KeyError(f"unexpected open_clip {what} key {k!r}")
+            raise CheckpointError(f"unexpected open_clip {what} key: {k}")
         out[f"{layer}.{_BLOCK[base]}.{leaf}"] = v
     return out
 
@@ -179,7 +182,7 @@ def _tower_to_open_clip(hf: dict[str, Tensor], names: dict[str, str], tower: str
             continue
         m = _LAYER.match(k)
         if m is None or m.group(1) != tower:
-            raise KeyError(f"unexpected transformers {tower} key {k!r}")
+            raise CheckpointError(f"unexpected transformers {tower} key: {k}")
         i, rest = m.group(2), m.group(3)
         qkv = re.match(r"^self_attn\.([qkv])_proj\.(weight|bias)$", rest)
         if qkv:
@@ -187,11 +190,11 @@ def _tower_to_open_clip(hf: dict[str, Tensor], names: dict[str, str], tower: str
             continue
         base, _, leaf = rest.rpartition(".")
         if base not in inv_block:
-            raise KeyError(f"unexpected transformers {tower} key {k!r}")
+            raise CheckpointError(f"unexpected transformers {tower} key: {k}")
         out[f"transformer.resblocks.{i}.{inv_block[base]}.{leaf}"] = v
     for (i, kind), parts in fused.items():
         if set(parts) != {"q", "k", "v"}:
-            raise KeyError(f"layer {i}: incomplete q/k/v {kind}: {sorted(parts)}")
+            raise CheckpointError(f"layer {i}: incomplete q/k/v {kind}: has only {', '.join(sorted(parts))}")
         out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([parts[n] for n in "qkv"], 0)
     return out
 
@@ -251,7 +254,7 @@ def state_dict_from_open_clip(sd: dict[str, Tensor], prefix: str = "") -> dict[s
     sub = {k: v for k, v in _strip(sd, prefix).items() if k not in _OPENAI_META_KEYS}
     unknown = [k for k in sub if k in ("logit_bias", "attn_mask")]
     if unknown:
-        raise KeyError(f"keys with no transformers CLIPModel counterpart: {unknown}")
+        raise CheckpointError(f"keys with no transformers CLIPModel counterpart: {', '.join(unknown)}")
     out = text_state_dict_from_open_clip(sub)
     out.update(vision_state_dict_from_open_clip(sub))
     if "logit_scale" in sub:

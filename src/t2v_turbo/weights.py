@@ -30,7 +30,14 @@ from torch.utils.checkpoint import checkpoint
 
 from .errors import CheckpointError
 
-__all__ = ["read_checkpoint", "read_state_dict", "load_strict", "checkpoint_forward", "checkpointed_call"]
+__all__ = [
+    "read_checkpoint",
+    "read_state_dict",
+    "load_strict",
+    "mismatch_error",
+    "checkpoint_forward",
+    "checkpointed_call",
+]
 
 # Lightning checkpoints keep the weights under "state_dict", DeepSpeed ones under "module"
 DEFAULT_UNWRAP = ("state_dict", "module")
@@ -156,9 +163,23 @@ def read_state_dict(
 
 
 # ----------------------------------------------------------------------------- strict loading
-def _keys(keys: Sequence[str], prefix: str) -> str:
-    shown = ", ".join(prefix + k for k in keys[:_SHOW])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > _SHOW else ''})"
+def _keys(keys: Sequence[str]) -> str:
+    return f"{len(keys)} ({', '.join(keys[:_SHOW])}{', ...' if len(keys) > _SHOW else ''})"
+
+
+def mismatch_error(
+    what: str, missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str] = ()
+) -> CheckpointError:
+    """The one-line error of a state-dict mismatch: counts and the first few missing / unexpected keys,
+    and the first shape mismatch (`shapes`: "key: file [..] vs model [..]" strings)."""
+    parts = []
+    if missing:
+        parts.append(f"missing keys {_keys(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_keys(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches, first {shapes[0]}")
+    return CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
 
 
 def load_strict(
@@ -193,14 +214,8 @@ def load_strict(
         if k in sd and tuple(sd[k].shape) != tuple(v.shape)
     ]
     if missing or shapes or (unexpected and not allow_unexpected):
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_keys(missing, prefix)}")
-        if unexpected and not allow_unexpected:
-            parts.append(f"unexpected keys {_keys(unexpected, prefix)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches, first {shapes[0]}")
-        raise CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
+        shown = [] if allow_unexpected else [prefix + k for k in unexpected]
+        raise mismatch_error(what, [prefix + k for k in missing], shown, shapes)
     if unexpected:
         warnings.warn(f"{what}: ignoring {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}", stacklevel=2)
         sd = {k: v for k, v in sd.items() if k in own}

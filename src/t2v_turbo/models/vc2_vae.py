@@ -14,6 +14,9 @@ import re
 import torch
 from torch import Tensor
 
+from ..errors import CheckpointError
+from ..weights import mismatch_error
+
 LDM_VAE_PREFIX = "first_stage_model."
 _ATTN_LDM_TO_HF = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _ATTN_HF_TO_LDM = {v: k for k, v in _ATTN_LDM_TO_HF.items()}
@@ -130,10 +133,12 @@ def _convert(sd: dict[str, Tensor], fn, levels: int, what: str) -> dict[str, Ten
             unknown.append(k)
             continue
         if new in out:
-            raise KeyError(f"{what}: two keys map to {new!r}")
+            raise CheckpointError(f"{what}: two keys map to {new}")
         out[new] = v
     if unknown:
-        raise KeyError(f"{what}: {len(unknown)} keys are not part of the KL VAE layout: {unknown[:20]}")
+        raise CheckpointError(
+            f"{what}: {len(unknown)} keys are not part of the KL VAE layout, e.g. {', '.join(unknown[:5])}"
+        )
     return out
 
 
@@ -146,7 +151,7 @@ def vae_state_dict_from_ldm(sd: dict[str, Tensor], levels: int = 4, prefix: str 
     """
     bad = [k for k in sd if not k.startswith(prefix)]
     if bad:
-        raise KeyError(f"keys without the prefix {prefix!r}: {bad[:10]}")
+        raise CheckpointError(f"{len(bad)} VAE keys without the prefix {prefix}, e.g. {', '.join(bad[:5])}")
     out = _convert(
         {k[len(prefix) :]: v for k, v in sd.items()}, _ldm_to_hf_key, levels, "LDM -> diffusers VAE"
     )
@@ -170,12 +175,18 @@ def load_ldm_vae(vae, sd: dict[str, Tensor], prefix: str = "", assign: bool = Fa
     """Load LDM-layout VAE tensors into a diffusers `AutoencoderKL` with strict key checking."""
     levels = len(vae.config.block_out_channels)
     hf = vae_state_dict_from_ldm(sd, levels, prefix)
-    expected = set(vae.state_dict())
-    missing, unexpected = sorted(expected - set(hf)), sorted(set(hf) - expected)
-    if missing or unexpected:
-        to_ldm = {k: prefix + (_hf_to_ldm_key(k, levels) or k) for k in missing}
-        raise KeyError(
-            f"VAE checkpoint mismatch: missing {[to_ldm[k] for k in missing][:20]}, "
-            f"unexpected {[prefix + (_hf_to_ldm_key(k, levels) or k) for k in unexpected][:20]}"
-        )
+    own = vae.state_dict()
+    missing, unexpected = sorted(set(own) - set(hf)), sorted(set(hf) - set(own))
+
+    def ldm(k: str) -> str:  # a key as the file spells it
+        return prefix + (_hf_to_ldm_key(k, levels) or k)
+
+    shapes = [
+        f"{ldm(k)}: file {list(hf[k].shape)} vs model {list(v.shape)}"
+        for k, v in own.items()
+        if k in hf and hf[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        what = f"VAE ({prefix}*)" if prefix else "VAE"
+        raise mismatch_error(what, [ldm(k) for k in missing], [ldm(k) for k in unexpected], shapes)
     vae.load_state_dict(hf, strict=True, assign=assign)
