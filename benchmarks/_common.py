@@ -86,7 +86,7 @@ def world_sized_teacher(seed: int = 0):
 
 def shipped_available(*names: str) -> bool:
     """Whether the shipped MovingDigits folder holds these models ("teacher", "turbo", "reward_image", ...)."""
-    from t2v_turbo.pipeline import WORLD_DIR
+    from t2v_turbo.worlds.moving_digits.models import ASSETS_DIR as WORLD_DIR
 
     def present(n: str) -> bool:
         if n.startswith("reward_"):

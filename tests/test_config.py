@@ -92,7 +92,7 @@ def test_dotted_overrides_are_typed():
     assert load_config("moving-digits", ["rewards=[]"]).rewards == []
     # YAML 1.2 booleans: "no" stays a string
     assert load_config("ms-lora", ["train.mixed_precision=no"]).train.mixed_precision == "no"
-    assert load_config(None, {"optim.lr": 2e-5}).optim.lr == 2e-5
+    assert load_config(None, {"optim.lr": 2e-5, "data.path": "clips.csv"}).optim.lr == 2e-5
     assert load_config({"optim": {"lr": 3e-5}}).optim.lr == 3e-5
 
 

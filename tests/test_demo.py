@@ -10,7 +10,7 @@ import torch
 from t2v_turbo.cli import main
 from t2v_turbo.demo_app import handlers as handlers_mod
 from t2v_turbo.demo_app.handlers import MAX_PROMPT_CHARS, DemoHandlers, display_upscale
-from t2v_turbo.errors import UserError
+from t2v_turbo.errors import CheckpointError, UserError
 from t2v_turbo.pipeline import Generation
 from t2v_turbo.video_io import read_video
 
@@ -119,7 +119,7 @@ def test_one_request_per_model_at_a_time(tiny_models, tmp_path, monkeypatch):
     peak: dict = {}
     guard = threading.Lock()
 
-    def fake_generate(model, prompts, num_steps, guidance, seed):
+    def fake_generate(model, prompts, num_steps, w, seed):
         with guard:
             active[id(model)] = active.get(id(model), 0) + 1
             peak[id(model)] = max(peak.get(id(model), 0), active[id(model)])
@@ -128,7 +128,7 @@ def test_one_request_per_model_at_a_time(tiny_models, tmp_path, monkeypatch):
         with guard:
             active[id(model)] -= 1
         video = torch.zeros(1, 3, 2, 4, 4)
-        return Generation(video, list(prompts), 0.05, num_steps, settings={"sampler": "consistency"})
+        return Generation(video, list(prompts), 0.05, num_steps, settings={"sampler": "consistency", "w": w})
 
     monkeypatch.setattr(handlers_mod, "generate", fake_generate)
     demo = DemoHandlers(tiny_models, out_dir=tmp_path)
@@ -152,13 +152,13 @@ def test_demo_command_fails_fast_on_a_missing_model_path(tmp_path, capsys):
 
 
 def test_model_path_checkpoints_load_and_broken_ones_are_one_line_errors(tiny_models, tmp_path):
-    from t2v_turbo.demo import load_models
+    from t2v_turbo.demo_app.server import load_models
 
     tiny_models["turbo"].save_pretrained(tmp_path / "ckpt")
     models = load_models([str(tmp_path / "ckpt")], "cpu", shipped=False)
     assert list(models) == [str(tmp_path / "ckpt")] and models[str(tmp_path / "ckpt")].w_embedding_dim
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="cannot be loaded") as e:
+    with pytest.raises(CheckpointError, match="cannot load model") as e:
         load_models([str(tmp_path / "empty")], "cpu", shipped=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="no models"):

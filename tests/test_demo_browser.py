@@ -2,7 +2,7 @@
 served in-process on 127.0.0.1 with tiny models. Run with `pytest -m browser`.
 
 The screenshot goes to pytest's tmp folder, or to $T2V_TURBO_DEMO_SCREENSHOT when set. The README's
-docs/demo.png is made with the shipped models by `python -m t2v_turbo.demo --screenshot docs/demo.png`.
+docs/demo.png is made with the shipped models by `t2v-turbo demo --screenshot docs/demo.png`.
 """
 
 import os
@@ -28,7 +28,7 @@ def requirements():
 
 @pytest.fixture(scope="module")
 def served(requirements, tiny_teacher, tmp_path_factory):
-    from t2v_turbo.demo import free_port, serve
+    from t2v_turbo.demo_app.server import free_port, serve
 
     models = {"turbo": tiny_teacher.make_student().freeze().eval(), "teacher": tiny_teacher}
     out = tmp_path_factory.mktemp("demo-out")

@@ -104,11 +104,11 @@ def test_eval_end_to_end(model_dirs, tmp_path, capsys):
         str(out),
     ]
     assert main(argv) == 0
-    assert "| s | 2 | consistency | 2 |" in capsys.readouterr().out
+    assert "| s | 2 | consistency | w=7.5 | 2 |" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
     assert (out / "score_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| t | 2 | ddim-cfg | 4 |" in md and "text alignment" in md and "reward/test-brightness" in md
+    assert "| t | 2 | ddim-cfg | cfg=8.5 | 4 |" in md and "text alignment" in md and "reward/test-brightness" in md
     assert res["settings"]["seeds"] == [0, 3] and res["settings"]["resolution"] == [4, 16, 16]
     assert res["machine"]["torch"] == torch.__version__
     assert [(r["model"], r["steps"]) for r in res["runs"]] == [("s", 1), ("s", 2), ("t", 2)]
@@ -117,11 +117,9 @@ def test_eval_end_to_end(model_dirs, tmp_path, capsys):
     models = {"s": load_backbone(model_dirs / "student"), "t": load_backbone(model_dirs / "teacher")}
     for run in res["runs"]:
         # the teacher's default CFG scale is 1 + w (the student's guidance strength)
-        guidance = 7.5 if run["model"] == "s" else 8.5
-        assert run["guidance"] == guidance
-        videos = torch.cat(
-            [generate(models[run["model"]], PROMPTS, run["steps"], guidance, s).videos for s in (0, 3)]
-        )
+        expect = (7.5, None) if run["model"] == "s" else (None, 8.5)
+        assert (run["w"], run["cfg_scale"]) == expect
+        videos = torch.cat([generate(models[run["model"]], PROMPTS, run["steps"], w=7.5, seed=s).videos for s in (0, 3)])
         prompts = PROMPTS * 2
         expected = {
             "temporal_consistency": M.temporal_consistency(videos, clip.image_features),
@@ -145,7 +143,9 @@ def test_eval_end_to_end(model_dirs, tmp_path, capsys):
         assert run["fvd"]["value"] == pytest.approx(fvd, rel=1e-6)
         assert run["metrics"]["fvd4_4f_16x16"]["mean"] == run["fvd"]["value"]
         assert run["unet_evals_per_video"] == (run["steps"] if run["model"] == "s" else 2 * run["steps"])
-        assert run["seconds_per_video"] > 0
+        # speed: the median of 3 interleaved timing rounds, with their range
+        lo, hi = run["seconds_per_video_range"]
+        assert run["timing_rounds"] == 3 and 0 < lo <= run["seconds_per_video"] <= hi
 
 
 def test_eval_user_errors(model_dirs, tmp_path, capsys):

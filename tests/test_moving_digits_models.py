@@ -112,7 +112,7 @@ def _tiny_world_backbone():
 
 
 def test_word_sensitivity_measures_what_the_denoiser_uses():
-    from t2v_turbo.worlds.moving_digits.build import word_sensitivity
+    from t2v_turbo.worlds.moving_digits.diagnostics import word_sensitivity
 
     bb = _tiny_world_backbone()
     res = word_sensitivity(bb, timesteps=(900, 300), num_videos=4)
@@ -142,7 +142,7 @@ def test_sensitivity_cli_on_shipped_teacher(capsys):
 
 def test_word_sensitivity_scores_v_models_on_v():
     from t2v_turbo.schedule import NoiseSchedule
-    from t2v_turbo.worlds.moving_digits.build import word_sensitivity
+    from t2v_turbo.worlds.moving_digits.diagnostics import word_sensitivity
 
     bb = _tiny_world_backbone()
     bb.schedule = NoiseSchedule.make(prediction_type="v_prediction")
@@ -176,7 +176,7 @@ def test_sensitivity_cli_rejects_bad_input(tmp_path):
 
 def test_snr_loss_weight_is_an_x0_weight():
     from t2v_turbo.schedule import NoiseSchedule
-    from t2v_turbo.worlds.moving_digits.build import snr_loss_weight
+    from t2v_turbo.worlds.moving_digits.stage_teacher import snr_loss_weight
 
     snr = torch.tensor([1e-5, 0.5, 2.0, 10.0])
     torch.testing.assert_close(snr_loss_weight(snr, "epsilon", 5.0), torch.tensor([1.0, 1.0, 1.0, 0.5]))
@@ -205,7 +205,7 @@ def test_snr_loss_weight_is_an_x0_weight():
 def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
     _need("vae", "text_encoder", "tokenizer")
     from t2v_turbo.pipeline import generate
-    from t2v_turbo.worlds.moving_digits.build import train_teacher
+    from t2v_turbo.worlds.moving_digits.stage_teacher import train_teacher
 
     for name in ("vae", "text_encoder", "tokenizer"):
         (tmp_path / name).symlink_to(mdm.ASSETS_DIR / name)
@@ -218,5 +218,5 @@ def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
     assert teacher.position_channels and teacher.unet.config.in_channels == 16
     assert teacher.schedule.prediction_type == "v_prediction"
     assert float(teacher.schedule.abar(torch.tensor(999))) ** 0.5 == pytest.approx(0.0024, abs=1e-4)
-    out = generate(teacher, ["a red digit 7 moving left"], num_steps=2, guidance=2.0, seed=0)
+    out = generate(teacher, ["a red digit 7 moving left"], num_steps=2, cfg_scale=2.0, seed=0)
     assert out.videos.shape == (1, 3, 8, 32, 32) and torch.isfinite(out.videos).all()

@@ -1,5 +1,6 @@
 """The shipped MovingDigits students and teacher: they load, sample, and a seeded sample is reproducible."""
 
+import json
 import pytest
 import torch
 
@@ -52,5 +53,13 @@ def test_shipped_folders_reload_by_path_through_the_world_family(turbo):
 def test_readme_first_command_writes_a_playable_video(tmp_path, capsys):
     assert main(["generate", "a red digit 7 moving left", "--out-dir", str(tmp_path)]) == 0
     frames, fps = read_video(tmp_path / "a red digit 7 moving left-0.mp4")
-    assert frames.shape == (8, 32, 32, 3) and fps == pytest.approx(8)
+    # world videos are upscaled 8x for viewing by default (nearest neighbour: each pixel a block)
+    assert frames.shape == (8, 256, 256, 3) and fps == pytest.approx(8)
     assert "4 steps, consistency" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "generation.json").read_text())
+    assert meta["prompts"] == ["a red digit 7 moving left"] and meta["upscale"] == 8
+    assert (meta["w"], meta["cfg_scale"], meta["timesteps"]) == (7.5, None, [999, 759, 519, 279])
+    raw = tmp_path / "raw"
+    assert main(["generate", "a red digit 7 moving left", "--out-dir", str(raw), "--upscale", "1"]) == 0
+    small, _ = read_video(raw / "a red digit 7 moving left-0.mp4")
+    assert small.shape == (8, 32, 32, 3)

@@ -57,7 +57,7 @@ def test_generate_reproducible_and_counts(student_dir):
 
 
 def test_teacher_generate_uses_ddim_cfg(tiny_teacher):
-    out = generate(tiny_teacher, ["x"], num_steps=5, guidance=7.5, seed=0)
+    out = generate(tiny_teacher, ["x"], num_steps=5, cfg_scale=7.5, seed=0)
     assert out.unet_evals == 10 and out.settings["sampler"] == "ddim-cfg"
 
 

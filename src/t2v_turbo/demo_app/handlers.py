@@ -63,6 +63,7 @@ class DemoHandlers:
         compare_steps: (teacher steps, student steps) of the compare view; the paper's 50 vs 4.
         display_size: videos are upscaled by an integer factor to about this many pixels.
         fps: playback rate (default: each model's native fps).
+        keep_files: generated files kept in `out_dir`; older ones are deleted as new ones arrive.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class DemoHandlers:
         compare_steps: tuple[int, int] = (50, 4),
         display_size: int = DISPLAY_SIZE,
         fps: int | None = None,
+        keep_files: int = 64,
     ):
         if not models:
             raise UserError("the demo needs at least one model")
@@ -82,10 +84,23 @@ class DemoHandlers:
         self._load_lock = threading.Lock()
         self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="t2v-turbo-demo-"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.keep_files = keep_files
         self.compare_models = compare_models
         self.compare_steps = compare_steps
         self.display_size = display_size
         self.fps = fps
+
+    def prune(self) -> int:
+        """Delete all but the newest `keep_files` generated videos (and their folders); returns how many went."""
+        import shutil
+
+        folders = sorted(
+            (d for d in self.out_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True
+        )
+        old = folders[self.keep_files :]
+        for d in old:
+            shutil.rmtree(d, ignore_errors=True)
+        return len(old)
 
     # ------------------------------------------------------------------ models
     @property
@@ -133,18 +148,19 @@ class DemoHandlers:
     # ------------------------------------------------------------------ work
     def _run(self, name: str, prompt: str, steps: int, w: float, seed: int) -> Result:
         model = self.model(name)
-        # the form's guidance is the student's w (T2V-Turbo convention); the teacher it was distilled
-        # from ran CFG eps_c + w (eps_c - eps_u), i.e. the usual scale 1 + w (as `t2v-turbo eval`)
-        guidance = w if model.w_embedding_dim is not None else 1.0 + w
+        # the form's value is the student's w (T2V-Turbo convention); a teacher runs CFG at the scale
+        # 1 + w, the one every command uses for the same w (pipeline.teacher_cfg_scale)
         with self._locks[name]:  # one request per model at a time
             t0 = time.perf_counter()
-            gen = generate(model, [prompt], num_steps=steps, guidance=guidance, seed=seed)
+            gen = generate(model, [prompt], num_steps=steps, w=w, seed=seed)
             seconds = time.perf_counter() - t0
+        guidance = gen.settings["w"] if gen.settings["w"] is not None else gen.settings["cfg_scale"]
         video = gen.videos[0]  # (3, T, H, W) in [-1, 1]
         factor = display_upscale(video.shape[-2], video.shape[-1], self.display_size)
         stem = f"{safe_filename(prompt, 80)}-{safe_filename(name, 40)}-{steps}steps-seed{seed}"
         path = self.out_dir / uuid.uuid4().hex[:8] / f"{stem.replace(' ', '_')}.mp4"
         write_video(path, video, fps=self.fps or model.native_fps, upscale=factor)
+        self.prune()
         return Result(path, name, steps, seconds, gen.unet_evals, gen.settings["sampler"], guidance)
 
     def generate(self, prompt: str, steps, guidance, seed, model: str) -> tuple[Result, str]:

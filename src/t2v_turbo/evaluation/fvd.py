@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import CheckpointError
+
 I3D_SIZE = 224
 DETECTOR_KWARGS = {"rescale": False, "resize": False, "return_features": True}
 
@@ -99,27 +101,31 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", check: b
     """`torch.jit.load` the I3D TorchScript file (never unpickles Python objects) and sanity-check it.
 
     Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: the network does not accept the documented call or returns no (B, D) features.
+        CheckpointError: no file at `path`, not a TorchScript file, or the network does not accept
+            the documented call or returns no (B, D) features.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"I3D network not found at {path}: give the StyleGAN-V `i3d_torchscript.pt` (TorchScript)"
         )
-    detector = torch.jit.load(str(path), map_location=device).eval()
+    try:
+        detector = torch.jit.load(str(path), map_location=device).eval()
+    except (RuntimeError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path} is not a TorchScript I3D network ({first})") from None
     if check:
         dummy = torch.zeros(1, 3, 16, I3D_SIZE, I3D_SIZE, device=device)
         try:
             with torch.no_grad():
                 out = detector(dummy, **DETECTOR_KWARGS)
         except Exception as e:  # TorchScript raises RuntimeError subclasses with long messages
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: the network must accept detector(videos (B, 3, T, 224, 224) in [-1, 1], "
-                f"rescale=False, resize=False, return_features=True): {type(e).__name__}: {e}"
-            ) from e
+                f"rescale=False, resize=False, return_features=True): {type(e).__name__}"
+            ) from None
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1:
-            raise ValueError(f"{path}: expected (B, D) features, got {getattr(out, 'shape', type(out))}")
+            raise CheckpointError(f"{path}: expected (B, D) features, got {getattr(out, 'shape', type(out))}")
     return detector
 
 

@@ -49,7 +49,7 @@ def markdown_table(results: dict) -> str:
     teacher's longest run (if any), then each metric's mean ± standard error."""
     names = metric_order(results)
     ref = _teacher_seconds(results)
-    head = ["model", "steps", "sampler", "UNet evals/video", "s/video"]
+    head = ["model", "steps", "sampler", "guidance", "UNet evals/video", "s/video (min-max)"]
     if ref:
         head.append("speed-up vs teacher")
     head += [title(n) for n in names]
@@ -59,8 +59,9 @@ def markdown_table(results: dict) -> str:
             r["model"],
             str(r["steps"]),
             r["sampler"],
+            _guidance(r),
             str(r["unet_evals_per_video"]),
-            f"{r['seconds_per_video']:.4f}",
+            _seconds(r),
         ]
         if ref:
             row.append(f"{ref / r['seconds_per_video']:.1f}x")
@@ -75,12 +76,27 @@ def markdown_table(results: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     s = results["settings"]
     caption = (
-        f"{s['num_prompts']} prompts x {len(s['seeds'])} seed(s) {s['seeds']}, guidance {s['guidance']} "
-        f"(T2V-Turbo convention), resolution {s['resolution']} at {s['fps']} fps, temporal consistency on "
+        f"{s['num_prompts']} prompts x {len(s['seeds'])} seed(s) {s['seeds']}; students embed w, teachers "
+        f"run CFG (default scale 1 + w); speed: {s.get('timing', 'wall clock')}; resolution {s['resolution']} at {s['fps']} fps, temporal consistency on "
         f"{s['temporal_consistency_features']} features; mean ± s.e.m. over videos. "
         f"Machine: {machine_label(results['machine'])}."
     )
     return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
+def _guidance(run: dict) -> str:
+    if run.get("w") is not None:
+        return f"w={run['w']:g}"
+    if run.get("cfg_scale") is not None:
+        return f"cfg={run['cfg_scale']:g}"
+    return "-"
+
+
+def _seconds(run: dict) -> str:
+    lo, hi = run.get("seconds_per_video_range", [None, None])
+    if lo is None or run.get("timing_rounds", 0) < 2:
+        return f"{run['seconds_per_video']:.4f}"
+    return f"{run['seconds_per_video']:.4f} ({lo:.4f}-{hi:.4f})"
 
 
 def plot_results(results: dict, path: str | Path) -> Path:

@@ -98,13 +98,30 @@ def score_videos(
     return {k: torch.cat(vs) for k, vs in out.items()}
 
 
-def run_settings(model: Backbone, guidance: float, teacher_guidance: float | None) -> tuple[str, float]:
-    """(sampler, guidance) for a run: students sample with consistency steps and embed `guidance`
-    (T2V-Turbo convention); teachers use DDIM + CFG at `teacher_guidance` (default 1 + guidance,
-    the CFG scale equivalent to the student's w)."""
+def run_settings(model: Backbone, w: float, cfg_scale: float | None) -> dict:
+    """A run's sampler and guidance: a student embeds `w` (consistency sampler); a teacher runs
+    DDIM + CFG at `cfg_scale` (default 1 + w, see `pipeline.teacher_cfg_scale`)."""
+    from ..pipeline import teacher_cfg_scale
+
     if model.w_embedding_dim is not None:
-        return "consistency", float(guidance)
-    return "ddim-cfg", float(teacher_guidance if teacher_guidance is not None else 1.0 + guidance)
+        return {"sampler": "consistency", "w": float(w), "cfg_scale": None}
+    return {"sampler": "ddim-cfg", "w": None, "cfg_scale": teacher_cfg_scale(w, cfg_scale)}
+
+
+def time_runs(jobs, prompts: Sequence[str], w: float, cfg_scale: float | None, repeats: int, timestep_rule: str, bar=None):
+    """Seconds per video of every (label, model, steps) job, measured interleaved: `repeats` rounds,
+    each timing every job once in turn on the same prompts, so a machine that slows down or speeds
+    up mid-way affects every job alike. Returns {(label, steps): [seconds per video per round]}."""
+    from ..pipeline import generate
+
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for label, model, n in jobs:
+            gen = generate(model, prompts, n, w=w, cfg_scale=cfg_scale, seed=0, timestep_rule=timestep_rule)
+            times.setdefault((label, n), []).append(gen.seconds / len(prompts))
+            if bar is not None:
+                bar.update(1)
+    return times
 
 
 def evaluate(
@@ -112,8 +129,8 @@ def evaluate(
     prompts: Sequence[str],
     steps: Sequence[int] = STUDENT_DEFAULT_STEPS,
     teacher_steps: Sequence[int] = TEACHER_DEFAULT_STEPS,
-    guidance: float = 7.5,
-    teacher_guidance: float | None = None,
+    w: float = 7.5,
+    cfg_scale: float | None = None,
     seeds: Sequence[int] = (0,),
     scorers: Scorers | None = None,
     batch_size: int = 64,
@@ -122,6 +139,8 @@ def evaluate(
     sources: dict[str, str] | None = None,
     timestep_rule: str = "t2v-turbo",
     progress: bool = True,
+    timing_repeats: int = 3,
+    timing_prompts: int = 8,
 ) -> dict:
     """Generate and score every (model, steps) on `prompts` x `seeds`.
 
@@ -132,10 +151,15 @@ def evaluate(
         video_dir: if given, videos are also written to `video_dir/{label}-{steps}steps/{prompt}-{k}.mp4`
             (k = index of the seed).
         sources: label -> what was loaded (recorded).
+        w, cfg_scale: the students' embedded w; the teachers' CFG scale (default 1 + w).
+        timing_repeats, timing_prompts: speed is measured apart from the scored generation, on the
+            first `timing_prompts` prompts, interleaved over every run, `timing_repeats` rounds
+            (0 rounds: the scored generation's own wall clock).
     Returns:
-        {"settings": ..., "machine": ..., "runs": [{"model", "steps", "sampler", "guidance",
-        "metrics": {name: summary}, "per_video": {name: [...]}, "seconds_per_video",
-        "unet_evals_per_video", "fvd" (with a detector), ...}]}.
+        {"settings": ..., "machine": ..., "runs": [{"model", "steps", "sampler", "w", "cfg_scale",
+        "metrics": {name: summary}, "per_video": {name: [...]}, "seconds_per_video" (median of the
+        rounds), "seconds_per_video_range" ([min, max]), "unet_evals_per_video", "fvd" (with a
+        detector), ...}]}.
     """
     from ..pipeline import generate, save_videos
 
@@ -146,20 +170,26 @@ def evaluate(
         for n in steps if model.w_embedding_dim is not None else teacher_steps:
             jobs.append((label, model, int(n)))
     runs = []
-    bar = tqdm(total=len(jobs) * len(seeds), desc="eval", disable=not progress)
+    bar = tqdm(total=len(jobs) * (len(seeds) + timing_repeats), desc="eval", unit="run", disable=not progress)
     real_features = None
-    warmed: set[str] = set()
+    for model in models.values():  # first-call costs (allocator, kernels) stay out of the timings
+        generate(model, prompts[:1], 1, w=w, cfg_scale=cfg_scale, seed=0, timestep_rule=timestep_rule)
+    timing = time_runs(jobs, prompts[:timing_prompts], w, cfg_scale, timing_repeats, timestep_rule, bar)
     for label, model, n in jobs:
-        sampler, g = run_settings(model, guidance, teacher_guidance)
-        if label not in warmed:  # first-call costs (allocator, kernels) stay out of the timings
-            generate(model, prompts[:1], 1, g, 0, timestep_rule=timestep_rule)
-            warmed.add(label)
+        guidance = run_settings(model, w, cfg_scale)
         per_video: dict[str, list[Tensor]] = {}
         seconds, evals, timesteps, fvd_fake = 0.0, 0, [], []
         for k, seed in enumerate(seeds):
             bar.set_postfix_str(f"{label} {n} steps seed {seed}")
             gen = generate(
-                model, prompts, n, g, int(seed), batch_size=batch_size, timestep_rule=timestep_rule
+                model,
+                prompts,
+                n,
+                w=w,
+                cfg_scale=cfg_scale,
+                seed=int(seed),
+                batch_size=batch_size,
+                timestep_rule=timestep_rule,
             )
             seconds += gen.seconds
             evals, timesteps = gen.unet_evals, gen.timesteps
@@ -180,12 +210,16 @@ def evaluate(
             "model": label,
             "source": (sources or {}).get(label, label),
             "steps": n,
-            "sampler": sampler,
-            "guidance": g,
+            **guidance,
             "timesteps": list(timesteps),
             "num_videos": num_videos,
-            # wall clock of generation only (text encoding + sampling + VAE decode), per video
-            "seconds_per_video": seconds / num_videos,
+            # wall clock of generation only (text encoding + sampling + VAE decode), per video:
+            # the median of the interleaved timing rounds, with their range
+            "seconds_per_video": _median(timing[(label, n)]) if timing else seconds / num_videos,
+            "seconds_per_video_range": (
+                [min(timing[(label, n)]), max(timing[(label, n)])] if timing else [seconds / num_videos] * 2
+            ),
+            "timing_rounds": len(timing.get((label, n), [])),
             # UNet evaluations per video (a CFG step counts its cond and uncond branches)
             "unet_evals_per_video": evals,
             "metrics": {name: M.summarize(v) for name, v in values.items()},
@@ -205,9 +239,12 @@ def evaluate(
         "seeds": [int(s) for s in seeds],
         "steps": [int(s) for s in steps],
         "teacher_steps": [int(s) for s in teacher_steps],
-        "guidance": float(guidance),
-        "guidance_convention": "t2v-turbo (student embeds w; teacher CFG scale = 1 + w unless given)",
-        "teacher_guidance": teacher_guidance,
+        "w": float(w),
+        "cfg_scale": cfg_scale,
+        "guidance_convention": "t2v-turbo (student embeds w; teacher CFG scale = 1 + w unless cfg_scale is given)",
+        "timing": f"median of {timing_repeats} interleaved rounds on {min(timing_prompts, len(prompts))} prompt(s)"
+        if timing_repeats
+        else "wall clock of the scored generation",
         "timestep_rule": timestep_rule,
         "resolution": list(first.resolution),
         "fps": first.native_fps,
@@ -218,6 +255,12 @@ def evaluate(
         "reward_frames": "image rewards: all frames; video rewards: N strided frames from frame 0",
     }
     return {"settings": settings, "machine": machine_info(), "runs": runs}
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
 
 
 def _real_features(scorers: Scorers, prompts: Sequence[str], seeds: Sequence[int]):

@@ -61,14 +61,15 @@ def results_table(
 ) -> dict:
     """Generate every model x step count on the canonical prompts, judge and score them, and write
     results.json, results.md and score_vs_steps.png to `out_dir`. Returns the results with "claims"."""
-    from ...evaluation.cli import build_scorer
     from ...evaluation.report import markdown_table, write_report
     from ...evaluation.runner import Scorers, evaluate
-    from ...pipeline import WORLD_DIR, load_backbone
+    from ...evaluation.specs import build_scorer
+    from ...models.registry import load_backbone
     from .dataset import prompt_subset
     from .judge import get_judge
+    from .models import ASSETS_DIR
 
-    root = Path(world) if world else WORLD_DIR
+    root = Path(world) if world else ASSETS_DIR
     models = {}
     for name in ("teacher", "vcm", "turbo"):
         if not (root / name / "unet").exists():
@@ -108,15 +109,18 @@ def results_table(
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="t2v-turbo world", description="The MovingDigits world.")
+    p = argparse.ArgumentParser(
+        prog="t2v-turbo world", description="The MovingDigits world.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser(
         "build", help="rebuild the world from scratch (VAE, text + rewards, teacher, students)"
     )
-    b.add_argument("--out", default=None, help="world folder (default: the shipped assets folder)")
+    b.add_argument("--out", default="world", help="world folder to write (the shipped assets are never overwritten unless --in-place)")
+    b.add_argument("--in-place", action="store_true", help="write into the installed package's shipped assets folder")
     b.add_argument("--stages", default="vae,text_and_rewards,teacher,students")
     b.add_argument("--quick", action="store_true", help="a seconds-long smoke build (useless weights)")
-    b.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy machine)")
     b.add_argument("--student-steps", type=int, default=None, help="override the students' train.max_steps")
     t = sub.add_parser("table", help="regenerate the results table (markdown, JSON, PNG plot)")
     t.add_argument("--world", default=None, help="world folder (default: the shipped models)")
@@ -130,7 +134,17 @@ def cli(argv: list[str]) -> int:
     w.add_argument("--model", default="teacher", help="UNet folder in the world: teacher, vcm or turbo")
     w.add_argument("--videos", type=int, default=28)
     w.add_argument("--timesteps", type=int, nargs="+", default=[950, 800, 600, 400, 200])
+    for sp in (t, w):
+        sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(argv)
+    if a.threads is not None and a.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {a.threads}")
+    if a.cmd != "build":
+        import torch
+
+        torch.set_num_threads(a.threads)
+    if a.cmd == "table" and (a.prompts < 1 or not a.seeds):
+        raise UserError(f"--prompts must be >= 1 and --seeds non-empty, got {a.prompts}, {a.seeds}")
     if a.cmd == "sensitivity":
         return _sensitivity(a)
     if a.cmd == "build":
@@ -141,8 +155,9 @@ def cli(argv: list[str]) -> int:
         bad = [s for s in stages if s not in STAGES]
         if bad:
             raise UserError(f"unknown stages {bad}; valid: {list(STAGES)}")
-        if a.quick and a.out is None:
-            raise UserError("--quick needs --out (it would overwrite the shipped weights)")
+        if a.quick and a.in_place:
+            raise UserError("--quick with --in-place would overwrite the shipped weights with useless ones")
+        out = None if a.in_place else a.out
         overrides = {}
         if a.student_steps:
             overrides["train.max_steps"] = a.student_steps
@@ -152,7 +167,7 @@ def cli(argv: list[str]) -> int:
         def trainer(out, name, recipe):
             return distill_student(out, name, recipe, overrides)
 
-        report = build_world(a.out, stages, quick=a.quick, num_threads=a.threads, trainer=trainer)
+        report = build_world(out, stages, quick=a.quick, num_threads=a.threads, trainer=trainer)
         print(f"world built in {report['seconds']:.0f} s -> {report['out_dir']}")
         return 0
     results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds))
@@ -162,7 +177,7 @@ def cli(argv: list[str]) -> int:
 def _sensitivity(a) -> int:
     """Print the loss with one word swapped relative to the true caption (1.000 = the word is ignored)."""
     from . import models as md_models
-    from .build import word_sensitivity
+    from .diagnostics import word_sensitivity
 
     if a.videos < 1:
         raise UserError(f"--videos must be >= 1, got {a.videos}")

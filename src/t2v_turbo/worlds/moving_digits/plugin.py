@@ -47,9 +47,47 @@ def _data_source(cfg, size, rank, world, epochs):
     return MovingDigitsClips(cfg.seed, cfg.data.paraphrase_prob, size)
 
 
+def _prompts(n: int, seed: int) -> list[str]:
+    from .dataset import prompt_subset
+
+    return prompt_subset(n, seed=seed)
+
+
+def _matches(prompts) -> bool:
+    from .dataset import parse_caption
+
+    try:
+        for p in prompts:
+            parse_caption(p)
+    except ValueError:
+        return False
+    return bool(prompts)
+
+
+def _judge():
+    from .judge import get_judge
+
+    return get_judge()
+
+
+def _default_clip() -> str | None:
+    from .models import ASSETS_DIR
+
+    return "md-image" if (ASSETS_DIR / "reward_image").exists() else None
+
+
+def _real_videos(prompts, seeds):
+    import torch
+
+    from .dataset import prompt_videos
+
+    return torch.cat([prompt_videos(prompts, seed=int(s))[0] for s in seeds])
+
+
 def register() -> None:
     from ...commands import COMMANDS
     from ...data import DATA_SOURCES, DataSource
+    from ...evaluation.worlds import EVAL_WORLDS, EvalWorld
     from ...models.registry import BACKBONES, MODELS
     from . import rewards  # noqa: F401  (registers md-image / md-video)
 
@@ -62,6 +100,20 @@ def register() -> None:
         "moving-digits",
         DataSource(_data_source, endless=True, shuffle=False, needs_path=False),
         help="the MovingDigits world rendered on the fly (no files)",
+        replace=True,
+    )
+
+    EVAL_WORLDS.register(
+        "moving-digits",
+        EvalWorld(
+            prompts=_prompts,
+            matches=_matches,
+            judge=_judge,
+            default_clip=_default_clip,
+            real_videos=_real_videos,
+            resolution=(8, 32, 32),
+        ),
+        help="MovingDigits captions ('a red digit 7 moving left'): judge, md-image alignment, rendered real videos",
         replace=True,
     )
 
