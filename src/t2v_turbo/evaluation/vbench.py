@@ -1,245 +1,688 @@
-"""VBench-ready export: `{prompt}-{index}.mp4` for index 0..4 (5 seeds per prompt) plus a metadata file.
+"""VBench export and evaluation (library; the command is `t2v-turbo export-vbench`).
 
-`t2v-turbo export-vbench --model turbo --steps 4 --prompt-file prompts.txt --out-dir vbench_videos`
+Layout of an export folder `OUT/`:
 
-Video `{prompt}-{i}` is generated with seed `seed + i`: one `pipeline.generate` call per index over
-all prompts in order (batches of `batch_size`; the batch size is recorded because it orders the
-noise draws). `vbench_export.json` records model, steps, guidance and its convention, timesteps,
-seeds, resolution, fps and the hardware. When the `vbench` package is importable, `--run-vbench`
-evaluates the folder with it (custom-input dimensions by default); otherwise it says so and skips.
+- `OUT/videos/`: the videos and nothing else, named `{prompt}-{i}.mp4` (VBench's naming). VBench's
+  `vbench_standard` mode takes the file extension from the first entry of the folder listing, so a
+  metadata file in this folder would make it find no video at all.
+- `OUT/vbench_export.json`: model, steps, `w` (students) or `cfg_scale` (teachers), timesteps, seeds,
+  resolution, fps, hardware, the prompts and their sample counts, and every file name VBench cannot
+  map back to its prompt (with the reason).
+- `OUT/vbench_prompts.json`: `{file name: prompt}`, VBench's `--prompt_file` format (custom_input mode).
+- `OUT/vbench_results/DIMENSION/`: VBench's own output, one folder per dimension (`run_vbench`).
+
+File names. VBench reads a prompt back from a file name in two ways (vbench 0.1.5):
+`custom_input` mode takes the name's stem (`pathlib` rule: up to the last dot) minus a trailing
+`-<digits>`; `vbench_standard` mode looks up exactly `f"{prompt}-{i}{ext}"` for i = 0..4. So the name
+is the prompt itself, byte for byte; only what a POSIX file name cannot hold is changed: `/` becomes
+U+2215 (`∕`) and NUL is dropped, and a name longer than 255 bytes of UTF-8 (the ext4 / APFS limit; a
+CJK character is 3 bytes) is cut at a character boundary. Such names are listed in the metadata as
+inexact (VBench cannot recover those prompts by name; `run_vbench` passes the exact prompts in
+custom_input mode). Two prompts that would share a name are refused up front, naming both.
+
+Seeds. File `{prompt}-{i}` comes from seed `seed + i`: one `pipeline.generate` call per index i over
+the prompts that have more than i samples, in order (in batches of `batch_size`, which is recorded
+because it orders the noise draws).
+
+Dimensions and the weights VBench downloads for them (into `$VBENCH_CACHE_DIR`, default
+`~/.cache/vbench`, on first use) are in `DIMENSIONS`; only `temporal_flickering` needs none, so it is
+the default. Six dimensions need the standard suite (`--suite vbench`, vbench_standard mode) because
+they read per-prompt auxiliary info (objects, colours, scenes, styles).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
+import hashlib
+import importlib
 import importlib.util
 import json
+import math
+import os
+import re
 import time
-from collections.abc import Sequence
-from pathlib import Path
+import traceback
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
-import torch
-from tqdm.auto import tqdm
-
-from ..errors import UserError
+from ..errors import DataError, InputError
 from ..models.base import Backbone
 from .hardware import machine_info
 
 METADATA_FILE = "vbench_export.json"
-VBENCH_NUM_PER_PROMPT = 5
-# dimensions VBench evaluates on custom prompts (the others need its own prompt suite)
-CUSTOM_DIMENSIONS = (
-    "subject_consistency",
-    "background_consistency",
-    "motion_smoothness",
-    "dynamic_degree",
-    "aesthetic_quality",
-    "imaging_quality",
-)
+PROMPT_MAP_FILE = "vbench_prompts.json"
+VIDEOS_DIR = "videos"
+RESULTS_DIR = "vbench_results"
+PARTIAL_DIR = ".partial"
+VIDEO_FORMATS = ("mp4", "gif")
+NUM_PER_PROMPT = 5  # VBench: 5 videos per prompt
+TEMPORAL_FLICKERING_NUM_PER_PROMPT = 25  # VBench: 25, of which its static filter keeps 5 static ones
+MAX_NAME_BYTES = 255
+SLASH_REPLACEMENT = "\u2215"  # DIVISION SLASH: looks like '/', allowed in a file name
+
+SUITE_DIR = Path(__file__).resolve().parents[1] / "assets" / "vbench"
+SUITE_FILE = SUITE_DIR / "VBench_full_info.json"
+SUITE_SHA256 = "5dd2de80ee43cda750b2b72ea7023657c0b90d3702041c7e4608c65dbe50dccd"
+SUITE_SOURCE = "vbench 0.1.5 (PyPI), VBench_full_info.json, Apache-2.0"
 
 
-def vbench_filename(prompt: str, index: int, fmt: str = "mp4") -> str:
-    """VBench's naming rule: the prompt text itself, a dash, the sample index."""
-    from ..pipeline import safe_filename
+@dataclass(frozen=True)
+class Dimension:
+    """One VBench dimension: the weights vbench downloads for it ('' = none) and whether it can run on
+    custom prompts (custom_input mode) or needs the standard suite's auxiliary info."""
 
-    return f"{safe_filename(prompt)}-{index}.{fmt}"
+    weights: str
+    custom_input: bool = True
+
+
+_CLIP_B32 = "CLIP ViT-B/32 (ViT-B-32.pt)"
+_GRIT = "GRiT (grit_b_densecap_objectdet.pth) and detectron2"
+_VICLIP = "ViCLIP (ViClip-InternVid-10M-FLT.pth)"
+DIMENSIONS: dict[str, Dimension] = {
+    "subject_consistency": Dimension("DINO ViT-B/16 (dino_vitbase16_pretrain.pth + the facebookresearch/dino repo)"),
+    "background_consistency": Dimension(_CLIP_B32),
+    "temporal_flickering": Dimension(""),
+    "motion_smoothness": Dimension("AMT-S frame interpolation (amt-s.pth)"),
+    "dynamic_degree": Dimension("RAFT optical flow (raft-things.pth)"),
+    "aesthetic_quality": Dimension("CLIP ViT-L/14 (ViT-L-14.pt) + LAION aesthetic head (sa_0_4_vit_l_14_linear.pth)"),
+    "imaging_quality": Dimension("MUSIQ-SPAQ via pyiqa (musiq_spaq_ckpt-358bb6af.pth)"),
+    "object_class": Dimension(_GRIT, custom_input=False),
+    "multiple_objects": Dimension(_GRIT, custom_input=False),
+    "human_action": Dimension("UMT-L/16 Kinetics-400 (l16_ptk710_ftk710_ftk400_f16_res224.pth)"),
+    "color": Dimension(_GRIT, custom_input=False),
+    "spatial_relationship": Dimension(_GRIT, custom_input=False),
+    "scene": Dimension("Tag2Text Swin (tag2text_swin_14m.pth)", custom_input=False),
+    "temporal_style": Dimension(_VICLIP),
+    "appearance_style": Dimension(_CLIP_B32, custom_input=False),
+    "overall_consistency": Dimension(_VICLIP),
+}
+WEIGHT_FREE_DIMENSIONS = tuple(d for d, info in DIMENSIONS.items() if not info.weights)
+DEFAULT_DIMENSIONS = WEIGHT_FREE_DIMENSIONS
+MODES = ("custom_input", "vbench_standard")
+
+# import name -> what to pip install, for the one-line "cannot import" message
+_PIP_NAMES = {
+    "cv2": "opencv-python",
+    "clip": "openai-clip",
+    "PIL": "Pillow",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "detectron2": "detectron2 (see its install guide)",
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# dimensions and the standard suite
+
+
+def resolve_dimensions(dimensions: Sequence[str] | None, mode: str | None = None) -> list[str]:
+    """Check dimension names; `all` means every dimension the mode can run (custom_input: the ten that
+    need no suite info). Raises InputError naming an unknown dimension or one the mode cannot run."""
+    if mode is not None and mode not in MODES:
+        raise InputError(f"unknown VBench mode {mode!r}; valid: {', '.join(MODES)}")
+    dims = list(DEFAULT_DIMENSIONS if not dimensions else dimensions)
+    if "all" in dims:
+        dims = [d for d, info in DIMENSIONS.items() if mode != "custom_input" or info.custom_input]
+    unknown = [d for d in dims if d not in DIMENSIONS]
+    if unknown:
+        raise InputError(f"unknown VBench dimension {unknown[0]!r}; valid: all, {', '.join(DIMENSIONS)}")
+    if mode == "custom_input":
+        suite_only = [d for d in dims if not DIMENSIONS[d].custom_input]
+        if suite_only:
+            raise InputError(
+                f"dimension {suite_only[0]} needs VBench's standard prompt suite (--suite vbench): "
+                "custom prompts have no object / colour / scene / style info"
+            )
+    return list(dict.fromkeys(dims))
+
+
+def load_suite(path: str | Path | None = None) -> list[dict]:
+    """VBench's standard prompt suite (default: the shipped copy, `SUITE_FILE`): a list of
+    {prompt_en, dimension: [...], auxiliary_info?}."""
+    path = Path(SUITE_FILE if path is None else path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the VBench prompt suite {path}: {e}") from None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("prompt_en"), str) and isinstance(e.get("dimension"), list)
+        for e in entries
+    ):
+        raise DataError(f"{path} is not a VBench full-info file (a list of {{prompt_en, dimension}})")
+    return entries
+
+
+def suite_dimension_prompts(entries: Sequence[dict] | None = None) -> dict[str, list[str]]:
+    """The suite's prompt list of every dimension (suite order, no duplicates)."""
+    entries = load_suite() if entries is None else entries
+    out: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
+    for e in entries:
+        for d in e["dimension"]:
+            if e["prompt_en"] not in out.setdefault(d, []):
+                out[d].append(e["prompt_en"])
+    return out
+
+
+def suite_prompts(dimensions: Sequence[str], entries: Sequence[dict] | None = None) -> tuple[list[str], list[int]]:
+    """The suite's prompts for `dimensions` (suite order, each once) and their VBench sample counts:
+    25 for a temporal_flickering prompt when that dimension is selected, else 5."""
+    per_dim = suite_dimension_prompts(entries)
+    wanted = set(dimensions)
+    counts: dict[str, int] = {}
+    for d, prompts in per_dim.items():
+        if d not in wanted:
+            continue
+        n = TEMPORAL_FLICKERING_NUM_PER_PROMPT if d == "temporal_flickering" else NUM_PER_PROMPT
+        for p in prompts:
+            counts[p] = max(counts.get(p, 0), n)
+    order = [e["prompt_en"] for e in (load_suite() if entries is None else entries)]
+    prompts = [p for p in dict.fromkeys(order) if p in counts]
+    return prompts, [counts[p] for p in prompts]
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# file names
+
+
+def vbench_prompt_from_name(filename: str) -> str:
+    """The prompt VBench's custom_input mode reads from a file name: the name's stem (pathlib's rule)
+    without a trailing `-<digits>` (a `\\d+` regex, so Unicode digits count)."""
+    return re.sub(r"-\d+$", "", PurePosixPath(filename).stem)
+
+
+@dataclass(frozen=True)
+class VideoName:
+    """The file stem of one prompt's videos (`{stem}-{i}.{fmt}`) and whether VBench gets the prompt back."""
+
+    prompt: str
+    stem: str
+    exact: bool
+    reason: str = ""
+
+    def file(self, index: int, fmt: str = "mp4") -> str:
+        return f"{self.stem}-{index}.{fmt}"
+
+
+def video_name(prompt: str, num_samples: int = NUM_PER_PROMPT, fmt: str = "mp4", max_bytes: int = MAX_NAME_BYTES) -> VideoName:
+    """The VBench name of `prompt`'s videos: the prompt itself where a file name can hold it.
+
+    `/` -> U+2215 and NUL dropped (a POSIX name cannot hold them); cut at a UTF-8 character
+    boundary when `{stem}-{num_samples - 1}.{fmt}` would exceed `max_bytes` bytes. Either makes the
+    name inexact (`reason` says why): VBench then reads a different prompt from it.
+    """
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"prompt {prompt[:60]!r} is not valid UTF-8 text") from None
+    reasons = []
+    if "/" in prompt:
+        reasons.append("'/' cannot be in a file name (written as U+2215)")
+    if "\x00" in prompt:
+        reasons.append("NUL cannot be in a file name (dropped)")
+    stem = prompt.replace("/", SLASH_REPLACEMENT).replace("\x00", "")
+    suffix = f"-{max(num_samples - 1, 0)}.{fmt}".encode()
+    raw = stem.encode("utf-8")
+    if len(raw) + len(suffix) > max_bytes:
+        stem = raw[: max_bytes - len(suffix)].decode("utf-8", errors="ignore").rstrip()
+        reasons.append(f"cut to a {max_bytes}-byte file name (the full name needs {len(raw) + len(suffix)} bytes)")
+    if not stem.strip():
+        raise InputError(f"prompt {prompt!r} leaves no usable file name")
+    name = VideoName(prompt, stem, True)
+    exact = not reasons and all(
+        vbench_prompt_from_name(name.file(i, fmt)) == prompt for i in {0, max(num_samples - 1, 0)}
+    )
+    if not reasons and not exact:
+        reasons.append("VBench reads a different prompt from this name")
+    return VideoName(prompt, stem, exact, "; ".join(reasons))
+
+
+@dataclass
+class ExportPlan:
+    """What an export writes: unique prompts in order, their sample counts and file names."""
+
+    prompts: list[str]
+    counts: list[int]
+    names: list[VideoName]
+    fmt: str = "mp4"
+
+    def files(self) -> list[str]:
+        return [n.file(i, self.fmt) for n, c in zip(self.names, self.counts) for i in range(c)]
+
+    def prompt_map(self) -> dict[str, str]:
+        """{file name: exact prompt}: VBench's `--prompt_file` / `prompt_list` format."""
+        return {n.file(i, self.fmt): p for p, n, c in zip(self.prompts, self.names, self.counts) for i in range(c)}
+
+    def inexact(self) -> list[dict]:
+        return [{"prompt": n.prompt, "file_stem": n.stem, "reason": n.reason} for n in self.names if not n.exact]
+
+
+def plan_export(
+    prompts: Sequence[str],
+    num_per_prompt: int | Sequence[int] = NUM_PER_PROMPT,
+    fmt: str = "mp4",
+    case_insensitive: bool = False,
+    max_bytes: int = MAX_NAME_BYTES,
+) -> ExportPlan:
+    """Names for every prompt (blank ones dropped, repeats merged keeping the larger count), checked
+    for collisions: two prompts that get the same name raise InputError naming both and why."""
+    if fmt not in VIDEO_FORMATS:
+        raise InputError(f"unknown video format {fmt!r}; valid: {', '.join(VIDEO_FORMATS)}")
+    prompts = list(prompts)
+    counts_in = [num_per_prompt] * len(prompts) if isinstance(num_per_prompt, int) else list(num_per_prompt)
+    if len(counts_in) != len(prompts):
+        raise InputError(f"{len(counts_in)} sample counts for {len(prompts)} prompts")
+    if any(int(c) < 1 for c in counts_in):
+        raise InputError(f"every prompt needs >= 1 sample, got {min(counts_in)}")
+    counts: dict[str, int] = {}
+    for p, c in zip(prompts, counts_in):
+        if p.strip():
+            counts[p] = max(counts.get(p, 0), int(c))
+    if not counts:
+        raise InputError("no prompts given (all are blank)")
+    names = [video_name(p, c, fmt, max_bytes) for p, c in counts.items()]
+    seen: dict[str, VideoName] = {}
+    for n in names:
+        key = n.stem.casefold() if case_insensitive else n.stem
+        other = seen.setdefault(key, n)
+        if other is not n:
+            if case_insensitive and other.stem != n.stem:
+                why = "they differ only in letter case and this file system ignores case"
+            else:
+                why = "; ".join(r for r in dict.fromkeys([other.reason, n.reason]) if r) or "identical names"
+            raise InputError(
+                f"prompts {other.prompt!r} and {n.prompt!r} would share the file name {n.stem!r}-{{i}}.{fmt} ({why}); "
+                "change or drop one of them"
+            )
+    return ExportPlan(list(counts), list(counts.values()), names, fmt)
+
+
+def filesystem_quirks(folder: str | Path) -> dict:
+    """Whether the file system of `folder` ignores letter case and whether it rewrites non-ASCII
+    names (Unicode normalization, e.g. HFS+): probed with two empty files, removed again."""
+    folder = Path(folder)
+    tag = f".t2v_probe_{os.getpid()}_"
+    upper, nfc = folder / f"{tag}Aa", folder / f"{tag}\u00e7"
+    quirks = {"case_insensitive": False, "normalizes_names": False}
+    try:
+        upper.touch()
+        quirks["case_insensitive"] = (folder / f"{tag}aA").exists()
+        nfc.touch()
+        listed = {n for n in os.listdir(folder) if n.startswith(tag)}
+        quirks["normalizes_names"] = nfc.name not in listed
+    except OSError:
+        pass
+    finally:
+        for n in os.listdir(folder):
+            if n.startswith(tag):
+                (folder / n).unlink(missing_ok=True)
+    return quirks
+
+
+# ---------------------------------------------------------------------------------------------------
+# export
 
 
 def export_vbench(
     model: Backbone,
     prompts: Sequence[str],
     out_dir: str | Path,
+    *,
     steps: int = 4,
-    guidance: float = 7.5,
-    num_per_prompt: int = VBENCH_NUM_PER_PROMPT,
+    w: float | None = None,
+    cfg_scale: float | None = None,
+    num_per_prompt: int | Sequence[int] = NUM_PER_PROMPT,
     seed: int = 0,
     fps: int | None = None,
     fmt: str = "mp4",
     upscale: int = 1,
     batch_size: int = 64,
-    source: str | None = None,
+    origin_steps: int = 50,
     timestep_rule: str = "t2v-turbo",
-    progress: bool = True,
+    source: str | None = None,
+    suite: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Write `{prompt}-{i}.{fmt}` for every prompt and i < num_per_prompt, and the metadata file.
+    """Write `out_dir/videos/{prompt}-{i}.{fmt}` for every prompt and i < its sample count, then
+    `vbench_export.json` and `vbench_prompts.json` beside the videos folder.
 
+    Args:
+        w: the student's embedded guidance (T2V-Turbo convention; default `pipeline.DEFAULT_W`).
+        cfg_scale: a teacher's classifier-free guidance scale (default 1 + w).
+        num_per_prompt: one count for all prompts or one per prompt (the suite's 5 / 25).
+        suite: what to record about a standard-suite export (`{"name": "vbench", "dimensions": [...]}`).
+        progress: `(done_videos, total_videos)` after every written video.
     Returns:
-        The metadata dict (also written to `out_dir/vbench_export.json`).
+        The metadata dict (also in `out_dir/vbench_export.json`).
+    Raises:
+        InputError: bad arguments, colliding names, a videos folder holding other files, a write failure.
     """
-    from ..pipeline import generate, save_videos
+    from ..pipeline import DEFAULT_W, generate
+    from ..video_io import write_video
 
-    unique = list(dict.fromkeys(p for p in prompts if p.strip()))
-    if not unique:
-        raise UserError("no prompts given")
-    names = [vbench_filename(p, 0, fmt) for p in unique]
-    if len(set(names)) != len(names):
-        raise UserError(
-            "two prompts map to the same VBench file name (they differ only in '/' or control characters)"
-        )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    w = DEFAULT_W if w is None else float(w)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if upscale < 1:
+        raise InputError(f"--upscale must be >= 1, got {upscale}")
     fps = fps or model.native_fps
-    seeds = [seed + i for i in range(num_per_prompt)]
-    seconds, settings, files = 0.0, {}, 0
-    for i, s in enumerate(tqdm(seeds, desc="export-vbench", disable=not progress)):
-        gen = generate(model, unique, steps, guidance, s, batch_size=batch_size, timestep_rule=timestep_rule)
+    if fps < 1:
+        raise InputError(f"--fps must be >= 1, got {fps}")
+    out = Path(out_dir)
+    videos_dir = out / VIDEOS_DIR
+    try:
+        videos_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {videos_dir}: {e.strerror}") from None
+    quirks = filesystem_quirks(out)
+    plan = plan_export(prompts, num_per_prompt, fmt, case_insensitive=quirks["case_insensitive"])
+    if quirks["normalizes_names"]:
+        rewritten = "this file system rewrites non-ASCII names (Unicode normalization)"
+        plan.names = [
+            n if n.stem.isascii() else VideoName(n.prompt, n.stem, False, "; ".join(filter(None, [n.reason, rewritten])))
+            for n in plan.names
+        ]
+    expected = plan.files()
+    foreign = sorted(set(os.listdir(videos_dir)) - set(expected))
+    if foreign:
+        raise InputError(
+            f"{videos_dir} already holds {len(foreign)} other file(s) (e.g. {foreign[0]!r}); VBench reads every file "
+            "there: use an empty --out-dir or remove them"
+        )
+    partial = out / PARTIAL_DIR
+    partial.mkdir(exist_ok=True)
+    max_count = max(plan.counts)
+    seeds = [seed + i for i in range(max_count)]
+    total, written, seconds, settings, shape = len(expected), 0, 0.0, {}, None
+    for i, s in enumerate(seeds):
+        idx = [k for k, c in enumerate(plan.counts) if c > i]
+        gen = generate(
+            model,
+            [plan.prompts[k] for k in idx],
+            steps,
+            w=w,
+            cfg_scale=cfg_scale,
+            seed=s,
+            origin_steps=origin_steps,
+            timestep_rule=timestep_rule,
+            batch_size=batch_size,
+            decode=False,
+        )
         seconds += gen.seconds
         settings = gen.settings
-        files += len(save_videos(gen, out, [i] * len(unique), fps, fmt, upscale))
-        shape = tuple(gen.videos.shape[2:])
-    t, h, w = shape
+        t0 = time.perf_counter()
+        # decode in chunks: the whole suite's decoded videos would not fit in memory
+        for c in range(0, len(idx), batch_size):
+            z = gen.videos[c : c + batch_size].to(model.device, model.dtype)
+            videos = model.decode_latents(z).clamp(-1, 1).float().cpu()
+            shape = tuple(videos.shape[2:])
+            for video, k in zip(videos, idx[c : c + batch_size]):
+                name = plan.names[k].file(i, fmt)
+                tmp = partial / f"{written}.{fmt}"
+                try:
+                    write_video(tmp, video, fps=fps, upscale=upscale)
+                    os.replace(tmp, videos_dir / name)
+                except OSError as e:
+                    raise InputError(f"cannot write {name!r} in {videos_dir}: {e.strerror or e}") from None
+                written += 1
+                if progress is not None:
+                    progress(written, total)
+        seconds += time.perf_counter() - t0
+    _remove_empty(partial)
+    listed = {unicodedata.normalize("NFC", n) for n in os.listdir(videos_dir)}
+    wanted = {unicodedata.normalize("NFC", n) for n in expected}
+    if listed != wanted:
+        missing = sorted(wanted - listed)
+        raise InputError(
+            f"{videos_dir} does not hold the expected files after writing (missing {len(missing)}, e.g. "
+            f"{missing[0] if missing else sorted(listed - wanted)[0]!r}): the file system changed the names"
+        )
+    t, h, w_px = shape
+    is_student = settings["sampler"] == "consistency"
     meta = {
         "model": source or model.family,
         "family": model.family,
         "steps": steps,
         "sampler": settings["sampler"],
-        "guidance": guidance,
+        "w": settings.get("w") if is_student else None,
+        "cfg_scale": None if is_student else settings.get("cfg_scale"),
         "guidance_convention": (
-            "t2v-turbo: the student embeds w (teacher CFG eps_c + w (eps_c - eps_u))"
-            if settings["sampler"] == "consistency"
-            else "cfg scale: eps_u + g (eps_c - eps_u)"
+            "student w, T2V-Turbo convention: teacher target eps_c + w (eps_c - eps_u)"
+            if is_student
+            else "teacher cfg_scale g: eps_u + g (eps_c - eps_u)"
         ),
         "checkpoint_guidance_convention": model.guidance_convention,
         "timestep_rule": settings["timestep_rule"],
         "timesteps": settings["timesteps"],
-        "num_prompts": len(unique),
-        "num_per_prompt": num_per_prompt,
+        "origin_steps": origin_steps if is_student else None,
+        "num_prompts": len(plan.prompts),
+        "num_per_prompt": num_per_prompt if isinstance(num_per_prompt, int) else sorted(set(plan.counts)),
         "seeds": seeds,
-        "seed_rule": "file {prompt}-{i} comes from seed seeds[i]; one generator per seed over all prompts in order",
+        "seed_rule": (
+            "file {prompt}-{i} comes from seed seeds[i]: one generator per seed over the prompts with more than "
+            "i samples, in the order of `prompts`, in batches of batch_size"
+        ),
         "batch_size": batch_size,
         "num_frames": t,
-        "resolution": [h, w],
-        "saved_resolution": [h * upscale, w * upscale],
+        "resolution": [h, w_px],
+        "saved_resolution": [h * upscale, w_px * upscale],
         "upscale": upscale,
         "fps": fps,
         "format": fmt,
-        "naming": "{prompt}-{index}." + fmt,
-        "num_files": files,
+        "videos_dir": VIDEOS_DIR,
+        "naming": "{prompt}-{i}." + fmt,
+        "prompt_file": PROMPT_MAP_FILE,
+        "num_files": written,
+        "inexact_names": plan.inexact(),
+        "filesystem": quirks,
         "generation_seconds": seconds,
-        "seconds_per_video": seconds / max(files, 1),
+        "seconds_per_video": seconds / max(written, 1),
         "hardware": machine_info(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "prompts": unique,
+        "suite": suite,
+        "prompts": plan.prompts,
+        "samples_per_prompt": plan.counts,
     }
-    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    _write_json(out / PROMPT_MAP_FILE, plan.prompt_map())
+    _write_json(out / METADATA_FILE, meta)
     return meta
 
 
-def vbench_available() -> bool:
-    """Whether the optional `vbench` package can be imported."""
-    return importlib.util.find_spec("vbench") is not None
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _write_json(path: Path, data) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
+
+
+def read_export(out_dir: str | Path) -> dict:
+    """The metadata of an export folder (DataError if there is none)."""
+    path = Path(out_dir) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: {out_dir} is not an export-vbench folder") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, dict) or "prompts" not in meta:
+        raise DataError(f"{path} is not export-vbench metadata")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _missing_module_hint(e: BaseException) -> str:
+    name = getattr(e, "name", None) or ""
+    top = name.split(".")[0]
+    if not top:
+        return ""
+    pip = _PIP_NAMES.get(top, top)
+    if top == "torchvision":
+        import torch
+
+        pip = f"torchvision built for this torch ({torch.__version__})"
+    return f"; install {pip}"
+
+
+def check_vbench(dimensions: Sequence[str]) -> None:
+    """Import vbench and the module of every dimension now, before any video is generated.
+
+    Raises:
+        InputError: one line saying what cannot be imported and what to install.
+    """
+    if importlib.util.find_spec("vbench") is None:
+        raise InputError(
+            "--run-vbench: vbench is not installed; pip install vbench (it needs torchvision built for your torch, "
+            "decord and opencv-python), or drop --run-vbench"
+        )
+    for module in ["vbench", *(f"vbench.{d}" for d in dimensions)]:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # an ImportError, or whatever a broken dependency raises at import
+            raise InputError(
+                f"--run-vbench: `import {module}` fails ({type(e).__name__}: {_one_line(e)}){_missing_module_hint(e)}"
+            ) from None
+
+
+def prepare_vbench(dimensions: Sequence[str] | None, mode: str | None, suite: bool) -> tuple[list[str], str]:
+    """Everything `run_vbench` needs, checked before any video is generated: the mode (default
+    vbench_standard for a suite export, else custom_input), the dimensions, and that vbench and each
+    dimension's module import. Returns (dimensions, mode); raises InputError (one line)."""
+    mode = mode or ("vbench_standard" if suite else "custom_input")
+    dims = resolve_dimensions(dimensions, mode)
+    if mode == "vbench_standard" and not suite:
+        raise InputError("vbench_standard mode needs an export of VBench's own prompts (--suite vbench)")
+    check_vbench(dims)
+    return dims, mode
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dimension_result(results_file: str | Path, dimension: str) -> tuple[float, int]:
+    """(score, number of videos scored) from a VBench `*_eval_results.json`.
+
+    Raises:
+        DataError: no result file, no entry for the dimension, a NaN / non-numeric score, or no video.
+    """
+    path = Path(results_file)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"VBench wrote no result file {path.name}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read VBench's result {path}: {e}") from None
+    entry = results.get(dimension) if isinstance(results, dict) else None
+    if entry is None:
+        raise DataError(f"VBench's result {path.name} has no {dimension} entry")
+    score, per_video = (entry[0], entry[1]) if isinstance(entry, list) and len(entry) == 2 else (entry, None)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise DataError(f"VBench scored {dimension} as {score!r}: it found no usable video (check the file names)")
+    n = len(per_video) if isinstance(per_video, list) else 0
+    if n == 0:
+        raise DataError(f"VBench scored {dimension} on no video (check the file names)")
+    return float(score), n
 
 
 def run_vbench(
-    videos_dir: str | Path,
-    output_dir: str | Path,
-    dimensions: Sequence[str] = CUSTOM_DIMENSIONS,
-    mode: str = "custom_input",
-    name: str = "t2v_turbo",
+    out_dir: str | Path,
+    dimensions: Sequence[str] | None = None,
+    mode: str | None = None,
     device: str | None = None,
-) -> dict | None:
-    """Evaluate an exported folder with the `vbench` package; None (with a message) if not installed.
+    name: str = "t2v_turbo",
+    local_weights: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate an export folder with VBench, one dimension at a time.
 
-    Calls `VBench(device, VBench_full_info.json, output_dir).evaluate(videos_path, name, dimension_list,
-    mode=mode)`, VBench's documented Python entry point; its result files land in `output_dir`.
+    Every dimension runs on its own (`VBench(device, suite file, OUT/vbench_results/DIM).evaluate(...)`,
+    VBench's Python entry point), so one that fails (a download, a missing dependency, no video
+    found, a NaN score) is recorded with its error and the others still run. custom_input mode passes
+    the exact prompts (`vbench_prompts.json`), so even inexact names are scored with their prompt.
+
+    Args:
+        mode: custom_input or vbench_standard (default: vbench_standard for a `--suite vbench` export).
+        local_weights: VBench's `local=True` (weights already in its cache folder).
+        progress: called with each dimension's name before it runs.
+    Returns:
+        {"mode", "dimensions": {dim: {"score", "num_videos", "seconds"} or {"error", "seconds"}}, "seconds"};
+        also stored under "vbench" in the folder's metadata.
+    Raises:
+        InputError: an unknown dimension, a mode the export cannot be evaluated in, vbench not importable.
+        DataError: the folder is not an export.
     """
-    if not vbench_available():
-        print(
-            "vbench is not installed: skipping the VBench run (pip install vbench; see its README for "
-            "the extra checkpoints and detectron2). The exported folder is ready for it."
-        )
-        return None
-    import vbench
+    import torch
+
+    out = Path(out_dir)
+    meta = read_export(out)
+    dims, mode = prepare_vbench(dimensions, mode, suite=bool(meta.get("suite")))
     from vbench import VBench
 
-    full_info = Path(vbench.__file__).parent / "VBench_full_info.json"
+    videos = out / meta.get("videos_dir", VIDEOS_DIR)
+    prompt_map = {}
+    if mode == "custom_input":
+        map_file = out / meta.get("prompt_file", PROMPT_MAP_FILE)
+        prompt_map = json.loads(map_file.read_text(encoding="utf-8")) if map_file.is_file() else {}
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    VBench(dev, str(full_info), str(out)).evaluate(
-        videos_path=str(videos_dir), name=name, dimension_list=list(dimensions), mode=mode
-    )
-    results = sorted(out.glob(f"{name}*eval_results.json"))
-    summary = json.loads(results[-1].read_text()) if results else {}
-    return {
-        "dimensions": list(dimensions),
+    results: dict[str, dict] = {}
+    start = time.perf_counter()
+    for dim in dims:
+        if progress is not None:
+            progress(dim)
+        dim_dir = out / RESULTS_DIR / dim
+        dim_dir.mkdir(parents=True, exist_ok=True)
+        run_name = f"{name}_{dim}"
+        (dim_dir / f"{run_name}_eval_results.json").unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        try:
+            VBench(dev, str(SUITE_FILE), str(dim_dir)).evaluate(
+                videos_path=str(videos),
+                name=run_name,
+                prompt_list=dict(prompt_map),
+                dimension_list=[dim],
+                local=local_weights,
+                mode=mode,
+            )
+            score, n = dimension_result(dim_dir / f"{run_name}_eval_results.json", dim)
+            results[dim] = {"score": score, "num_videos": n, "seconds": time.perf_counter() - t0}
+        except Exception as e:  # one dimension's failure must not stop the others
+            (dim_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            results[dim] = {"error": f"{type(e).__name__}: {_one_line(e)}", "seconds": time.perf_counter() - t0}
+    summary = {
         "mode": mode,
-        "seconds": time.perf_counter() - t0,
-        "results": summary,
+        "device": str(dev),
+        "dimensions": results,
+        "results_dir": RESULTS_DIR,
+        "seconds": time.perf_counter() - start,
+        "vbench_version": _version("vbench"),
     }
+    meta["vbench"] = summary
+    _write_json(out / METADATA_FILE, meta)
+    _write_json(out / RESULTS_DIR / "summary.json", summary)
+    return summary
 
 
-def cli(argv: list[str]) -> int:
-    """Run `t2v-turbo export-vbench` with `argv`; returns the exit code."""
-    from .cli import read_eval_prompts
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-    p = argparse.ArgumentParser(prog="t2v-turbo export-vbench", description=__doc__.split("\n")[0])
-    p.add_argument("prompts", nargs="*", help="prompts (in addition to --prompt-file / --moving-digits)")
-    p.add_argument("--prompt-file", help="a text file with one prompt per line (VBench's prompt lists work)")
-    p.add_argument(
-        "--moving-digits", type=int, default=0, metavar="N", help="N canonical MovingDigits prompts"
-    )
-    p.add_argument("--prompt-seed", type=int, default=0)
-    p.add_argument("--model", default="turbo", help="turbo | vcm | teacher or a checkpoint path")
-    p.add_argument("--steps", type=int, default=None, help="default 4 for students, 50 for a teacher")
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=7.5,
-        help="student w (T2V-Turbo convention) or a teacher's CFG scale",
-    )
-    p.add_argument("--num-per-prompt", type=int, default=VBENCH_NUM_PER_PROMPT)
-    p.add_argument("--seed", type=int, default=0, help="index i uses seed + i")
-    p.add_argument("--out-dir", default="vbench_videos")
-    p.add_argument("--format", choices=["mp4", "gif"], default="mp4")
-    p.add_argument("--fps", type=int, default=None, help="default: the model's native fps")
-    p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscale of small videos")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--timestep-rule", choices=["t2v-turbo", "diffusers"], default="t2v-turbo")
-    p.add_argument("--run-vbench", action="store_true", help="evaluate the folder with vbench if installed")
-    p.add_argument("--dimensions", nargs="+", default=list(CUSTOM_DIMENSIONS))
-    p.add_argument("--vbench-mode", default="custom_input", choices=["custom_input", "vbench_standard"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a = p.parse_args(argv)
-    if a.num_per_prompt < 1 or a.upscale < 1:
-        raise UserError("--num-per-prompt and --upscale must be >= 1")
-    from ..pipeline import load_backbone
-
-    prompts = read_eval_prompts(a)
     try:
-        model = load_backbone(a.model, device=a.device)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"cannot load model {a.model!r}: {e}") from e
-    steps = a.steps or (4 if model.w_embedding_dim is not None else 50)
-    if steps < 1:
-        raise UserError("--steps must be >= 1")
-    meta = export_vbench(
-        model,
-        prompts,
-        a.out_dir,
-        steps,
-        a.guidance,
-        a.num_per_prompt,
-        a.seed,
-        a.fps,
-        a.format,
-        a.upscale,
-        a.batch_size,
-        source=str(a.model),
-        timestep_rule=a.timestep_rule,
-    )
-    print(
-        f"{meta['num_files']} videos ({meta['num_prompts']} prompts x {a.num_per_prompt}) in {a.out_dir}, "
-        f"metadata in {Path(a.out_dir, METADATA_FILE)}"
-    )
-    if a.run_vbench:
-        result = run_vbench(
-            a.out_dir, Path(a.out_dir, "vbench_results"), a.dimensions, a.vbench_mode, device=a.device
-        )
-        if result is not None:
-            meta["vbench"] = result
-            Path(a.out_dir, METADATA_FILE).write_text(json.dumps(meta, indent=2))
-            print(json.dumps(result["results"], indent=1)[:2000])
-    return 0
+        return version(package)
+    except PackageNotFoundError:
+        return None
