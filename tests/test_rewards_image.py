@@ -15,7 +15,7 @@ from t2v_turbo.errors import CheckpointError
 from t2v_turbo.rewards import build_reward
 from t2v_turbo.rewards.image_reward import REWARD_MEAN, REWARD_STD
 from t2v_turbo.rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from t2v_turbo.rewards.tokenizers import clip_tokenize
+from t2v_turbo.tokenizers import clip_tokenize
 from test_open_clip_convert import open_clip_state_dict, ref_image, ref_text
 
 # tiny open_clip tower with the real vocabulary / context / 224 input (preset "tiny")
@@ -38,9 +38,9 @@ def hps_file(tmp_path_factory):
     return path, sd
 
 
-def _ref_scores(sd, pixels, prompts, act="gelu"):
+def _ref_scores(sd, pixels, prompts, act="gelu", clean="open_clip"):
     img = F.normalize(ref_image(sd, pixels, OC["vheads"], act), dim=-1)
-    txt = F.normalize(ref_text(sd, clip_tokenize(prompts), OC["heads"], act), dim=-1)
+    txt = F.normalize(ref_text(sd, clip_tokenize(prompts, clean=clean), OC["heads"], act), dim=-1)
     return (img * txt).sum(-1)
 
 
@@ -77,26 +77,62 @@ def test_clip_vit_l_14_quick_gelu_squash(tmp_path):
         ours = reward.score_images(images, ["a cat", "a cat"])
     assert pix.shape == (2, 3, 224, 224)  # squashed, no padding
     torch.testing.assert_close(ours, _ref_scores(sd, pix, ["a cat"] * 2, "quick_gelu"), atol=1e-5, rtol=1e-5)
+    assert reward.text_clean == "transformers"
 
 
-def test_pickscore_folder_logit_scale_and_text_cache(tmp_path):
+def test_clip_text_cleaning_per_official_tokenizer(hps_file):
+    # HPS (open_clip tokenizer): "&amp;" and curly quotes are cleaned before BPE, "!!" stays one token
+    path, sd = hps_file
+    reward = build_reward("hpsv2.1", path=path, config="tiny")
+    assert reward.text_clean == "open_clip"
+    with torch.no_grad():
+        a = reward.text_features(["Tom &amp; \u201cJerry\u201d!!"], torch.device("cpu"))
+        b = reward.text_features(['tom & "jerry"!!'], torch.device("cpu"))
+        ref = F.normalize(ref_text(sd, clip_tokenize(['tom & "jerry"!!']), OC["heads"], "gelu"), dim=-1)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pickscore_both_forms_and_text_cache(tmp_path):
     from transformers import CLIPModel
 
     from t2v_turbo.errors import ConfigError
     from t2v_turbo.open_clip_convert import open_clip_config
 
     torch.manual_seed(0)
-    model = CLIPModel(open_clip_config("tiny"))
+    model = CLIPModel(open_clip_config("tiny")).eval()
     model.logit_scale.data.fill_(3.0)
     model.save_pretrained(tmp_path / "PickScore_v1")
-    ref = build_reward("pickscore", path=tmp_path / "PickScore_v1")
-    cos = build_reward("pickscore", path=tmp_path / "PickScore_v1", scale=1.0)
-    images = _video(b=1, t=2).detach()[0].transpose(0, 1)
+    turbo = build_reward("pickscore", path=tmp_path / "PickScore_v1")  # default: T2V-Turbo's form
+    paper = build_reward("pickscore", path=tmp_path / "PickScore_v1", form="pickscore")
+    images = _video(b=1, t=2, h=40, w=70).detach()[0].transpose(0, 1)  # (2, 3, 40, 70)
+    prompts = ["a cat &amp; a dog!!", "\u201cquoted\u201d"]
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None], torch.tensor(OPENAI_CLIP_STD)[:, None, None]
+    unit = (images / 2 + 0.5).clamp(0, 1)
+
+    def feats(pix):
+        with torch.no_grad():
+            img = model.get_image_features(pixel_values=(pix - mean) / std)
+            txt = model.get_text_features(input_ids=clip_tokenize(prompts, clean="transformers"))
+        img, txt = (o if isinstance(o, torch.Tensor) else o.pooler_output for o in (img, txt))
+        return (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
+
+    # T2V-Turbo: Resize((224, 224)) bicubic (squash), CenterCrop(224) is then a no-op, plain cosine
+    squash = F.interpolate(unit, size=(224, 224), mode="bicubic", antialias=True, align_corners=False)
+    # PickScore paper (CLIP processor): short side 224 (long = int(224 * 70 / 40) = 392), centre crop
+    # floor((392 - 224) / 2) = 84, times exp(logit_scale)
+    short = F.interpolate(unit, size=(224, 392), mode="bicubic", antialias=True, align_corners=False)
     with torch.no_grad():
-        a, b = ref.score_images(images, PROMPTS), cos.score_images(images, PROMPTS)
-    torch.testing.assert_close(a, b * torch.tensor(3.0).exp(), atol=1e-4, rtol=1e-5)
-    assert b.abs().max() <= 1
-    assert ref.preprocess(torch.zeros(1, 3, 320, 512)).shape == (1, 3, 224, 224)  # short side + centre crop
+        a, b = turbo.score_images(images, prompts), paper.score_images(images, prompts)
+    torch.testing.assert_close(a, feats(squash), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b, feats(short[..., 84 : 84 + 224]) * torch.tensor(3.0).exp(), atol=1e-4, rtol=1e-5)
+    assert a.abs().max() <= 1 and turbo.text_clean == paper.text_clean == "transformers"
+    scaled = build_reward("pickscore", path=tmp_path / "PickScore_v1", form="pickscore", scale=1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled.score_images(images, prompts), b / torch.tensor(3.0).exp())
+    with pytest.raises(ConfigError, match="t2v-turbo"):
+        build_reward("pickscore", path=tmp_path / "PickScore_v1", form="paper")
+    cos = turbo
     calls = []
     enc = cos.text_features.encode
     cos.text_features.encode = lambda p: calls.append(list(p)) or enc(p)
@@ -107,11 +143,11 @@ def test_pickscore_folder_logit_scale_and_text_cache(tmp_path):
 
 
 def test_bf16_and_gradient_checkpointing(hps_file, monkeypatch):
-    import t2v_turbo.rewards.common as common
+    import t2v_turbo.weights as weights
 
     calls = []
-    real = common.checkpoint
-    monkeypatch.setattr(common, "checkpoint", lambda fn, *a, **k: calls.append(1) or real(fn, *a, **k))
+    real = weights.checkpoint
+    monkeypatch.setattr(weights, "checkpoint", lambda fn, *a, **k: calls.append(1) or real(fn, *a, **k))
     path, _ = hps_file
     base = build_reward("hpsv2.1", path=path, config="tiny")
     ckpt = build_reward("hpsv2.1", path=path, config="tiny", gradient_checkpointing=True)

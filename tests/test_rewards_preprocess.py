@@ -75,6 +75,33 @@ def test_shortest_side_resize_and_center_crop():
     assert y.shape[-2:] == (224, 358)
 
 
+@pytest.mark.parametrize(
+    "h, w, rounded, truncated",
+    [
+        (232, 246, (224, 238), (224, 237)),  # 246 * 224 / 232 = 237.517...
+        (246, 232, (238, 224), (237, 224)),
+        (300, 512, (224, 382), (224, 382)),  # 382.29...
+        (250, 333, (224, 298), (224, 298)),  # 298.37...
+        (250, 331, (224, 297), (224, 296)),  # 296.576
+        (224, 400, (224, 400), (224, 400)),
+    ],
+)
+def test_short_side_resize_rounding(h, w, rounded, truncated):
+    # T2V-Turbo's ResizeCropMinSize rounds every side of (h, w) * 224 / min(h, w); torchvision
+    # Resize(224) and the CLIP processor truncate the long side
+    assert shortest_side_size(h, w, 224, "round") == rounded
+    assert shortest_side_size(h, w, 224) == shortest_side_size(h, w, 224, "int") == truncated
+    long = max(h, w) * 224 / min(h, w)
+    assert max(rounded) == int(long + 0.5) and max(truncated) == int(long)
+    video = torch.rand(1, 3, 2, h, w)
+    out = short_side_crop_video(video, 224, "center")
+    frames = resize(video[:, :, 0], rounded)
+    top, left = crop_offsets(*rounded, 224)
+    torch.testing.assert_close(out[:, :, 0], frames[..., top : top + 224, left : left + 224])
+    with pytest.raises(ValueError):
+        shortest_side_size(h, w, 224, "floor")
+
+
 def test_video_crop_shared_across_frames_and_seeded():
     b, t = 3, 4
     video = torch.rand(b, 3, 1, 40, 60).expand(b, 3, t, 40, 60)  # identical frames within a video

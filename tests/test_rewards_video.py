@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from t2v_turbo.errors import CheckpointError
 from t2v_turbo.rewards import build_reward
-from t2v_turbo.rewards.tokenizers import bert_tokenize, clip_tokenize
+from t2v_turbo.tokenizers import clip_tokenize
 from test_open_clip_convert import _resblocks, ref_text
 
 W, HEADS, LAYERS, P, E = 32, 4, 2, 32, 16  # tiny widths shared by both models; 224 input, patch 32 -> 7 x 7
@@ -261,7 +261,7 @@ def test_internvideo2_official_layout_matches_explicit_forward(tmp_path, act):
                                     intermediate_size=64), add_pooling_layer=False).eval()  # fmt: skip
         bert.load_state_dict({k[len("text_encoder.bert.") :]: t for k, t in sd.items()
                               if k.startswith("text_encoder.bert.") and ".layer.2." not in k and "position_ids" not in k})  # fmt: skip
-        ids, mask = bert_tokenize(PROMPTS, 40)
+        ids, mask = _iv2_text_ids()
         cls = bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
         txt = F.normalize(cls @ sd["text_proj.weight"].T + sd["text_proj.bias"], dim=-1)
         ours = reward(video, PROMPTS)
@@ -285,6 +285,89 @@ def _tiny():
     from t2v_turbo.rewards.internvideo2 import TINY
 
     return dict(TINY)
+
+
+def _iv2_text_ids():
+    """InternVideo2's tokenizer input for PROMPTS: "[CLS] text" with no [SEP], zero padded to 40
+    (bert-base-uncased ids: a 1037, cat 4937, jumping 8660, waves 5975, on 2006, beach 3509, at 2012,
+    sunset 10434)."""
+    rows = [[101, 1037, 4937, 8660], [101, 5975, 2006, 1037, 3509, 2012, 10434]]
+    ids = torch.tensor([r + [0] * (40 - len(r)) for r in rows])
+    return ids, (ids != 0).long()
+
+
+def test_internvideo2_8_frames_from_the_4_frame_checkpoint(tmp_path):
+    ckpt = internvideo2_checkpoint(frames=4)
+    torch.save(ckpt, tmp_path / "InternVideo2-stage2_1b-224p-f4.pt")
+    path = tmp_path / "InternVideo2-stage2_1b-224p-f4.pt"
+    stored = ckpt["module"]["vision_encoder.pos_embed"]  # (1, 1 + 4 * 49, W)
+    by_arg = build_reward("internvideo2", path=path, config="tiny", num_frames=8, crop="center")
+    by_cfg = build_reward("internvideo2", path=path, config={**_tiny(), "num_frames": 8}, crop="center")
+    # the official loader: per patch and channel, linear interpolation over time (align_corners=False)
+    patches = stored[0, 1:].view(4, 49, W).permute(1, 2, 0)  # (49, W, 4)
+    interp = F.interpolate(patches, size=8, mode="linear", align_corners=False).permute(2, 0, 1).reshape(1, 8 * 49, W)
+    expected = torch.cat([stored[:, :1], interp], 1)
+    # closed form of that interpolation for 4 -> 8: frame j samples source (j + 0.5) / 2 - 0.5, clamped
+    src = stored[0, 1:].view(4, 49, W)
+    hand = torch.stack([src[0], 0.75 * src[0] + 0.25 * src[1], 0.25 * src[0] + 0.75 * src[1],
+                        0.75 * src[1] + 0.25 * src[2], 0.25 * src[1] + 0.75 * src[2],
+                        0.75 * src[2] + 0.25 * src[3], 0.25 * src[2] + 0.75 * src[3], src[3]])  # fmt: skip
+    torch.testing.assert_close(expected[0, 1:], hand.reshape(8 * 49, W))
+    for reward in (by_arg, by_cfg):
+        assert reward.num_frames == 8 and reward.model.config["num_frames"] == 8
+        torch.testing.assert_close(reward.model.vision_encoder.pos_embed.data, expected, rtol=0, atol=0)
+    video = _video(8)
+    sd = {**ckpt["module"], "vision_encoder.pos_embed": expected}
+    with torch.no_grad():
+        pix = by_arg.preprocess(video)
+        ours = by_arg(video, PROMPTS)
+        four = build_reward("internvideo2", path=path, config="tiny", crop="center")  # built for 4 frames
+        on_the_fly = four.score(video, PROMPTS)  # asked for 8: interpolates its own embedding the same way
+        ids, mask = _iv2_text_ids()
+        txt = by_arg.model.text_proj(by_arg.model.text_encoder.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
+    ref = (F.normalize(ref_iv2_video(sd, pix), dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(on_the_fly, ours, atol=1e-6, rtol=1e-6)
+    assert four.num_frames == 4 and not torch.allclose(four(_video(4), PROMPTS), ours)
+
+
+def test_internvideo2_text_is_cls_without_sep(tmp_path):
+    torch.save(internvideo2_checkpoint(), tmp_path / "iv2.pt")
+    reward = build_reward("internvideo2", path=tmp_path / "iv2.pt", config="tiny")
+    m = reward.model
+    with torch.no_grad():
+        ids, mask = _iv2_text_ids()
+        cls = m.text_encoder.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        ref = F.normalize(m.text_proj(cls), dim=-1)
+        torch.testing.assert_close(m.encode_text(PROMPTS), ref, atol=1e-6, rtol=1e-6)
+        with_sep = ids.clone()
+        with_sep[0, 4], with_sep[1, 7] = 102, 102  # what a plain BertTokenizer would give
+        sep = m.text_encoder.bert(input_ids=with_sep, attention_mask=(with_sep != 0).long()).last_hidden_state[:, 0]
+        assert not torch.allclose(F.normalize(m.text_proj(sep), dim=-1), ref, atol=1e-4)
+
+
+def test_video_reward_rounds_the_long_side_and_crops_once_per_batch(tmp_path):
+    torch.save(internvideo2_checkpoint(), tmp_path / "iv2.pt")
+    kw = dict(path=tmp_path / "iv2.pt", config="tiny")
+    video = torch.rand(3, 3, 4, 232, 246) * 2 - 1
+    # T2V-Turbo's ResizeCropMinSize: 232 x 246 -> (round(232 * 224/232), round(246 * 224/232)) = (224, 238)
+    centre = build_reward("internvideo2", crop="center", **kw).preprocess(video)
+    resized = F.interpolate(((video / 2 + 0.5).clamp(0, 1)).transpose(1, 2).flatten(0, 1), size=(224, 238),
+                            mode="bicubic", antialias=True, align_corners=False)  # fmt: skip
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    expected = ((resized[..., 7 : 7 + 224] - mean) / std).view(3, 4, 3, 224, 224).transpose(1, 2)
+    torch.testing.assert_close(centre, expected, atol=1e-5, rtol=1e-5)
+    # random crops: one for the whole batch by default (the authors), one per video as an option
+    wide = torch.rand(1, 3, 1, 20, 200).expand(6, 3, 4, 20, 200) * 2 - 1  # 224 x 2240 after the resize
+    batch = build_reward("internvideo2", seed=3, **kw).preprocess(wide)
+    per_video = build_reward("internvideo2", seed=3, crop="random_per_video", **kw).preprocess(wide)
+    assert all(torch.equal(batch[0], batch[i]) for i in range(6))
+    assert len({tuple(per_video[i, 0, 0, 0, :3].tolist()) for i in range(6)}) > 1
+    g = torch.Generator().manual_seed(3)  # the batch crop is torchvision RandomCrop's draw: top, then left
+    top, left = (int(torch.randint(0, n - 224 + 1, (1,), generator=g)) for n in (224, 2240))
+    ref = F.interpolate(((wide / 2 + 0.5).clamp(0, 1)).transpose(1, 2).flatten(0, 1), size=(224, 2240),
+                        mode="bicubic", antialias=True, align_corners=False)[..., top : top + 224, left : left + 224]  # fmt: skip
+    torch.testing.assert_close(batch, ((ref - mean) / std).view(6, 4, 3, 224, 224).transpose(1, 2), atol=1e-5, rtol=1e-5)
 
 
 def test_internvideo2_strictness_bf16_and_checkpointing(tmp_path):

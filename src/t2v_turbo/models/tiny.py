@@ -8,24 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..schedule import NoiseSchedule
+from ..tokenizers import bytes_to_unicode  # the one CLIP byte table (re-exported here)
 from .diffusers_video import DiffusersVideoBackbone
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode map (the CLIP BPE alphabet)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def char_clip_tokenizer(max_length: int = 32):

@@ -55,6 +55,9 @@ class CLIPReward(RewardModel):
         geometry: "longest_pad" (HPS: longest side -> 224, zero pad), "short_center" (CLIP processor:
             short side -> 224, centre crop), or "squash" (resize to 224 x 224).
         scale: a float, or "logit_scale" for exp(logit_scale) (PickScore's reference score).
+        text_clean: the text cleaning of the official tokenizer (`t2v_turbo.tokenizers`): "open_clip"
+            (ftfy + html unescape; HPS, OpenCLIP models) or "transformers" (NFC only; PickScore's
+            processor, transformers CLIP folders). Ids are zero padded (causal text tower, EOT pooling).
         num_frames: frames scored per video.
         dtype: torch.float32 or torch.bfloat16 for the towers (scores are float32).
         gradient_checkpointing: recompute vision-tower activations in backward.
@@ -70,8 +73,10 @@ class CLIPReward(RewardModel):
         num_frames: int = 5,
         dtype: torch.dtype = torch.float32,
         gradient_checkpointing: bool = False,
+        text_clean: str = "open_clip",
     ):
         super().__init__()
+        self.text_clean = text_clean
         if geometry not in ("longest_pad", "short_center", "squash"):
             raise ValueError(
                 f"unknown geometry {geometry!r}; valid: ['longest_pad', 'short_center', 'squash']"
@@ -82,7 +87,7 @@ class CLIPReward(RewardModel):
         self.context_length = model.config.text_config.max_position_embeddings
         self.text_features = TextCache(self._encode_text)
         if gradient_checkpointing:
-            checkpoint_forward(model.vision_model.encoder.layers)
+            checkpoint_forward(list(model.vision_model.encoder.layers))  # each layer, not the ModuleList
 
     def preprocess(self, images: Tensor) -> Tensor:
         """(N, C, H, W) in [-1, 1] -> normalised (N, C, 224, 224) pixel values."""
@@ -96,9 +101,9 @@ class CLIPReward(RewardModel):
         return normalize(x, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
     def _encode_text(self, prompts: list[str]) -> Tensor:
-        from .tokenizers import clip_tokenize
+        from ..tokenizers import clip_tokenize
 
-        ids = clip_tokenize(prompts, self.context_length).to(self.model.device)
+        ids = clip_tokenize(prompts, self.context_length, clean=self.text_clean).to(self.model.device)
         return F.normalize(_pooled(self.model.get_text_features(input_ids=ids)).float(), dim=-1)
 
     def image_features(self, images: Tensor) -> Tensor:
@@ -151,6 +156,7 @@ def load_clip(
 
 def _clip_reward(name, path, config, geometry, scale, default="ViT-H-14", key=None, strict=True, **kw):
     model = load_clip(name, path, config, default=default, key=key, strict=strict)
+    kw.setdefault("text_clean", "transformers" if name in ("pickscore", "clip-vit-l-14") else "open_clip")
     return CLIPReward(model, geometry=geometry, scale=scale, **kw)
 
 
@@ -166,23 +172,41 @@ def hpsv2(path: str | Path | None = None, config=None, **kw) -> CLIPReward:
     return _clip_reward("hpsv2", path, config, "longest_pad", 1.0, key="state_dict", **kw)
 
 
+PICKSCORE_FORMS = {
+    # T2V-Turbo's reward_fn.get_pick_score_fn: Resize((224, 224)) then CenterCrop(224) (a no-op), cosine
+    "t2v-turbo": ("squash", 1.0),
+    # the PickScore paper / model card: CLIP processor (short side 224, centre crop), exp(logit_scale) * cosine
+    "pickscore": ("short_center", "logit_scale"),
+}
+
+
 @register_reward("pickscore")
 def pickscore(
-    path: str | Path | None = None, config=None, scale: float | str = "logit_scale", **kw
+    path: str | Path | None = None, config=None, form: str = "t2v-turbo", scale: float | str | None = None, **kw
 ) -> CLIPReward:
-    """PickScore_v1 (transformers CLIPModel folder); reference score exp(logit_scale) * cosine."""
-    return _clip_reward("pickscore", path, config, "short_center", scale, **kw)
+    """PickScore_v1 (transformers CLIPModel folder), text as PickScore's processor (no ftfy).
+
+    form "t2v-turbo" (default, the authors' training reward): each frame squashed to 224 x 224,
+    plain cosine. form "pickscore": the PickScore paper's geometry (short side 224, centre crop) and
+    score exp(logit_scale) * cosine (~100x larger with the real weights). `scale` overrides the form's.
+    """
+    if form not in PICKSCORE_FORMS:
+        raise ConfigError(f"unknown pickscore form {form!r}; valid: {list(PICKSCORE_FORMS)}")
+    geometry, form_scale = PICKSCORE_FORMS[form]
+    return _clip_reward("pickscore", path, config, geometry, form_scale if scale is None else scale, **kw)
 
 
 @register_reward("clip-vit-h-14")
 def clip_vit_h_14(path: str | Path | None = None, config=None, scale: float = 1.0, **kw) -> CLIPReward:
-    """CLIP score with OpenCLIP ViT-H-14 laion2B-s32B-b79K: images squashed to 224 x 224, cosine."""
+    """CLIP score with OpenCLIP ViT-H-14 laion2B-s32B-b79K (T2V-Turbo-v2's CLIP reward): images squashed
+    to 224 x 224, open_clip tokenizer (ftfy cleaning), cosine."""
     return _clip_reward("clip-vit-h-14", path, config, "squash", scale, **kw)
 
 
 @register_reward("clip-vit-l-14")
 def clip_vit_l_14(path: str | Path | None = None, config=None, scale: float = 1.0, **kw) -> CLIPReward:
-    """CLIP score with OpenAI ViT-L/14 (QuickGELU): squashed to 224 x 224, cosine."""
+    """CLIP score with OpenAI ViT-L/14 (QuickGELU): squashed to 224 x 224, transformers CLIP tokenizer
+    (no ftfy; pass text_clean="open_clip" for OpenAI's own tokenizer), cosine."""
     return _clip_reward("clip-vit-l-14", path, config, "squash", scale, default="ViT-L-14", **kw)
 
 

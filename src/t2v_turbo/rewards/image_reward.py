@@ -124,8 +124,8 @@ class ImageReward(RewardModel):
         self._tokens: dict[str, tuple[Tensor, Tensor]] = {}
         freeze(self, dtype)
         if gradient_checkpointing:
-            checkpoint_forward(self.blip.visual_encoder.encoder.layers)
-            checkpoint_forward(self.blip.text_encoder.encoder.layer)
+            checkpoint_forward(list(self.blip.visual_encoder.encoder.layers))  # each layer, not the ModuleList
+            checkpoint_forward(list(self.blip.text_encoder.encoder.layer))
 
     def load_official(self, sd: dict[str, Tensor], strict: bool = True) -> None:
         """Load an ImageReward.pt state dict (official key names) strictly."""
@@ -138,7 +138,7 @@ class ImageReward(RewardModel):
 
     def tokens(self, prompts: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
         """BERT ids and mask (N, 35), padded to max_length, cached per prompt."""
-        from .tokenizers import bert_tokenize
+        from ..tokenizers import bert_tokenize
 
         new = [p for p in dict.fromkeys(prompts) if p not in self._tokens]
         if new:

@@ -13,6 +13,12 @@ Unused by the score and skipped on load (IGNORED): the distillation heads (`clip
 `final_clip_decoder`, `clip_pos_embed`, `clip_img_pos_embed`), `img_pos_embed`, `itm_head`, the MLM
 head `text_encoder.cls`, BERT layers >= 19 (cross-attention layers) and position-id buffers.
 The fused flash-attn MLP uses tanh-approximate GELU ("gelu_tanh", default); "gelu" is the unfused one.
+
+Frame count: the released file stores `pos_embed` for 4 frames. Like the official loader
+(`interpolate_pos_embed_internvideo2`), a model built for T frames linearly interpolates the stored
+frame-major patch positions along time (class token kept; `F.interpolate(mode="linear",
+align_corners=False)` over (g*g*C, T0) -> T) when loading (`adapt_state_dict`); a model asked to
+encode another number of frames than it was built for interpolates its own embedding the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +44,27 @@ TINY = dict(
 TINY["text"] = dict(
     FULL["text"], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
 )
+
+
+def interpolate_temporal_pos_embed(pos_embed: Tensor, num_frames: int, grid: int) -> Tensor:
+    """(1, 1 + T0 * N, C) class + frame-major patch positions -> (1, 1 + num_frames * N, C).
+
+    The official InternVideo2 loader's temporal step: the N = grid^2 patch positions of each of the
+    T0 frames, viewed (1, T0, N, C) -> (N * C, T0), linear interpolation to `num_frames`
+    (align_corners=False), back to frame-major order; the class token is unchanged.
+    """
+    c = pos_embed.shape[-1]
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    n = grid * grid
+    t0 = patches.shape[1] // n
+    if t0 * n != patches.shape[1]:
+        raise ValueError(f"pos_embed holds {patches.shape[1]} patch positions, not a multiple of {n}")
+    if t0 == num_frames:
+        return pos_embed
+    x = patches.reshape(1, t0, n, c).permute(0, 2, 3, 1).reshape(n * c, 1, t0)
+    x = F.interpolate(x.float(), size=num_frames, mode="linear", align_corners=False).to(pos_embed.dtype)
+    x = x.reshape(1, n, c, num_frames).permute(0, 3, 1, 2).reshape(1, num_frames * n, c)
+    return torch.cat([cls, x], dim=1)
 
 
 class RMSNorm(nn.Module):
@@ -154,7 +181,7 @@ class InternVideo2Vision(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         d, g = cfg["embed_dim"], cfg["image_size"] // cfg["patch_size"]
-        self.num_frames = cfg["num_frames"]
+        self.num_frames, self.grid = cfg["num_frames"], g
         self.patch_embed = PatchEmbed(cfg["patch_size"], d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_frames * g * g, d))
@@ -167,10 +194,11 @@ class InternVideo2Vision(nn.Module):
         self.clip_projector = AttentionPoolingBlock(d, cfg["attn_pool_heads"], cfg["clip_embed_dim"])
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[2] != self.num_frames:
-            raise ValueError(f"InternVideo2 was built for {self.num_frames} frames, got {x.shape[2]}")
+        pos = self.pos_embed
+        if x.shape[2] != self.num_frames:  # the official loader's interpolation, done on the fly
+            pos = interpolate_temporal_pos_embed(pos, x.shape[2], self.grid)
         x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1) + self.pos_embed
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1) + pos
         for block in self.blocks:
             x = block(x)
         return self.clip_projector(x)
@@ -183,11 +211,7 @@ class InternVideo2(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        cfg = dict(TINY if config == "tiny" else FULL)
-        if isinstance(config, dict):
-            cfg.update({k: v for k, v in config.items() if k != "text"})
-            cfg["text"] = dict(cfg["text"], **config.get("text", {}))
-        self.config = cfg
+        self.config = cfg = self.resolve_config(config)
         self.vision_encoder = InternVideo2Vision(cfg)
         self.text_encoder = nn.Module()
         tcfg = BertConfig(**cfg["text"], hidden_act="gelu", layer_norm_eps=1e-12, type_vocab_size=2)
@@ -195,6 +219,25 @@ class InternVideo2(nn.Module):
         self.vision_proj = nn.Linear(cfg["clip_embed_dim"], cfg["proj_dim"])
         self.text_proj = nn.Linear(cfg["text"]["hidden_size"], cfg["proj_dim"])
         self.temp = nn.Parameter(torch.tensor(1 / 100.0))
+
+    @staticmethod
+    def resolve_config(config: dict | str | None = None) -> dict:
+        """None (full size), "tiny", or a dict of overrides of the full config (`text` merged)."""
+        cfg = dict(TINY if config == "tiny" else FULL)
+        if isinstance(config, dict):
+            cfg.update({k: v for k, v in config.items() if k != "text"})
+            cfg["text"] = dict(cfg["text"], **config.get("text", {}))
+        return cfg
+
+    def adapt_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Interpolate a stored `vision_encoder.pos_embed` made for another frame count to this model's
+        (the official loader's temporal interpolation); other keys are returned unchanged."""
+        key = "vision_encoder.pos_embed"
+        enc = self.vision_encoder
+        if key in sd and sd[key].shape != enc.pos_embed.shape and sd[key].shape[-1] == enc.pos_embed.shape[-1]:
+            sd = dict(sd)
+            sd[key] = interpolate_temporal_pos_embed(sd[key], enc.num_frames, enc.grid)
+        return sd
 
     def ignored(self, key: str) -> bool:
         """Checkpoint keys the score does not use (see the module docstring)."""
@@ -209,10 +252,14 @@ class InternVideo2(nn.Module):
         return F.normalize(self.vision_proj(self.vision_encoder(video)).float(), dim=-1)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        """Prompts -> unit text embeddings (N, proj_dim): BERT uncased, 40 tokens, [CLS] of the text layers."""
-        from .tokenizers import bert_tokenize
+        """Prompts -> unit text embeddings (N, proj_dim): BERT uncased, 40 tokens, [CLS] of the text layers.
 
-        ids, mask = bert_tokenize(prompts, self.config["max_text_length"])
+        The official tokenizer (InternVideo2's own BertTokenizer) writes `[CLS] text` with no [SEP]:
+        max length 40 keeps 39 text tokens.
+        """
+        from ..tokenizers import bert_tokenize
+
+        ids, mask = bert_tokenize(prompts, self.config["max_text_length"], sep=False)
         dev = self.temp.device
         h = self.text_encoder.bert(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
         return F.normalize(self.text_proj(h[:, 0]).float(), dim=-1)

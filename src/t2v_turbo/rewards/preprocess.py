@@ -64,16 +64,27 @@ def resize_longest_and_pad(x: Tensor, size: int = 224, fill: float = 0.0, antial
     return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=fill)
 
 
-def shortest_side_size(h: int, w: int, size: int) -> tuple[int, int]:
-    """torchvision Resize(int) / CLIPImageProcessor: short side -> size, long = int(size * long / short)."""
+def shortest_side_size(h: int, w: int, size: int, rounding: str = "int") -> tuple[int, int]:
+    """Output (h, w) of a short-side resize to `size`.
+
+    rounding "int": torchvision Resize(int) / CLIPImageProcessor (ImageReward, PickScore's processor):
+        short = size, long = int(size * long / short) (truncated).
+    rounding "round": T2V-Turbo's ResizeCropMinSize (its ViCLIP / InternVideo2 input): scale =
+        size / short, every side = round(side * scale). E.g. 232 x 246 -> (224, 238) where "int" gives 237.
+    """
+    if rounding == "round":
+        scale = size / min(h, w)
+        return round(h * scale), round(w * scale)
+    if rounding != "int":
+        raise ValueError(f"rounding must be 'int' or 'round', got {rounding!r}")
     if h <= w:
         return size, int(size * w / h)
     return int(size * h / w), size
 
 
-def resize_shortest(x: Tensor, size: int, antialias: bool = True) -> Tensor:
-    """Resize so that the short side is `size`, keeping the aspect ratio (long side truncated)."""
-    return resize(x, shortest_side_size(*x.shape[-2:], size), antialias=antialias)
+def resize_shortest(x: Tensor, size: int, antialias: bool = True, rounding: str = "int") -> Tensor:
+    """Resize so that the short side is `size`, keeping the aspect ratio (see `shortest_side_size`)."""
+    return resize(x, shortest_side_size(*x.shape[-2:], size, rounding), antialias=antialias)
 
 
 def crop_offsets(h: int, w: int, size: int, rounding: str = "round") -> tuple[int, int]:
@@ -99,20 +110,35 @@ def random_crop(x: Tensor, size: int, generator: torch.Generator | None = None) 
     return x[..., top : top + size, left : left + size]
 
 
-def short_side_crop_video(
-    video: Tensor, size: int = 224, crop: str = "center", generator: torch.Generator | None = None
-) -> Tensor:
-    """ViCLIP / InternVideo2 geometry: (B, C, T, H, W) -> short side `size`, then a size x size crop.
+VIDEO_CROPS = ("random", "random_per_video", "center")
 
-    crop: "center", or "random" (one crop per video, the same for all its frames).
+
+def short_side_crop_video(
+    video: Tensor,
+    size: int = 224,
+    crop: str = "center",
+    generator: torch.Generator | None = None,
+    rounding: str = "round",
+) -> Tensor:
+    """ViCLIP / InternVideo2 geometry as T2V-Turbo feeds them (reward_fn.ResizeCropMinSize):
+    (B, C, T, H, W) -> short side `size` (long side rounded, see `shortest_side_size`), then a
+    size x size crop.
+
+    crop: "random" = one crop for the whole batch (the authors apply RandomCrop once to the stacked
+    (B*T) frames), "random_per_video" = one crop per video (the same for all its frames), or "center"
+    (torchvision CenterCrop). Unlike the authors' module, a frame whose short side already is `size`
+    is still cropped (theirs skips resize and crop at scale 1, which only works for square input).
     """
     b, c, t, h, w = video.shape
+    nh, nw = shortest_side_size(h, w, size, rounding)
     frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    frames = resize_shortest(frames, size).view(b, t, c, *shortest_side_size(h, w, size))
+    frames = resize(frames, (nh, nw)).view(b, t, c, nh, nw)
     if crop == "center":
         out = center_crop(frames, size)
     elif crop == "random":
+        out = random_crop(frames, size, generator)
+    elif crop == "random_per_video":
         out = torch.stack([random_crop(v, size, generator) for v in frames])
     else:
-        raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+        raise ValueError(f"crop must be one of {list(VIDEO_CROPS)}, got {crop!r}")
     return out.permute(0, 2, 1, 3, 4)

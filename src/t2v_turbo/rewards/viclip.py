@@ -153,10 +153,11 @@ class ViCLIP(nn.Module):
         return F.normalize(self.vision_encoder(video).float(), dim=-1)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        """Prompts -> unit text embeddings (N, E), CLIP BPE with 32-token context."""
-        from .tokenizers import clip_tokenize
+        """Prompts -> unit text embeddings (N, E): CLIP BPE, 32-token context, ViCLIP's SimpleTokenizer
+        cleaning (ftfy, html unescape, whitespace, lower case), zero padding."""
+        from ..tokenizers import clip_tokenize
 
-        ids = clip_tokenize(prompts, self.config["context_length"]).to(self.temp.device)
+        ids = clip_tokenize(prompts, self.config["context_length"], clean="open_clip").to(self.temp.device)
         return F.normalize(self.text_encoder(ids).float(), dim=-1)
 
     def checkpoint_layers(self) -> list[nn.Module]:

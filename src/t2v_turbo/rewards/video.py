@@ -1,8 +1,11 @@
 """Video-text rewards: ViCLIP (8 frames) and InternVideo2-Stage2-1B (4 or 8 frames).
 
 Score = cosine(video embedding, text embedding) of `num_frames` strided frames (selected by the
-base class). Geometry: short side -> 224 (bicubic), a 224 x 224 crop (random per video in training,
-"center" or a seeded generator for evaluation), ImageNet mean/std. Factories never download.
+base class), as T2V-Turbo's reward_fn computes it. Geometry (its ResizeCropMinSize): short side ->
+224 (bicubic, long side rounded), a 224 x 224 crop (one random crop per batch in training, as the
+authors; "random_per_video" or "center" as options; a seed for reproducible evaluation), ImageNet
+mean/std. InternVideo2 scores 8 frames from the released 4-frame file by interpolating its temporal
+position embedding as the official loader does. Factories never download.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..weights import checkpoint_forward, load_strict, read_state_dict
 from .base import RewardModel, register_reward
 from .common import TextCache, freeze, require_path
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, VIDEO_CROPS, normalize, short_side_crop_video, to_unit
-from ..weights import checkpoint_forward, load_strict, read_state_dict
 
 PUBLISHED = {
     "viclip": "https://huggingface.co/OpenGVLab/ViCLIP (ViClip-InternVid-10M-FLT.pth)",
@@ -29,8 +32,8 @@ class VideoTextReward(RewardModel):
 
     Args:
         model: a `ViCLIP` or `InternVideo2` module (frozen here).
-        num_frames: frames per clip (must equal the model's temporal size).
-        crop: "random" (T2V-Turbo training) or "center".
+        num_frames: frames per clip (ViCLIP: its temporal size; InternVideo2: any, see internvideo2.py).
+        crop: "random" (one crop per batch, T2V-Turbo training), "random_per_video" or "center".
         seed: seeds the random crops (reproducible evaluation); None uses the global RNG.
         dtype: tower dtype (float32 or bfloat16); scores are float32.
         gradient_checkpointing: recompute the video tower's blocks in backward.
@@ -48,8 +51,8 @@ class VideoTextReward(RewardModel):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
-        if crop not in ("random", "center"):
-            raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+        if crop not in VIDEO_CROPS:
+            raise ValueError(f"crop must be one of {list(VIDEO_CROPS)}, got {crop!r}")
         self.model = freeze(model, dtype)
         self.num_frames, self.crop, self.dtype = num_frames, crop, dtype
         self.image_size = model.config["image_size"]
@@ -91,12 +94,19 @@ def viclip(path: str | Path | None = None, config: dict | str | None = None, num
 def internvideo2(
     path: str | Path | None = None, config: dict | str | None = None, num_frames: int | None = None, **kw
 ):
-    """InternVideo2-Stage2-1B (f4 checkpoint: 4 frames); checkpoint {'module': state dict}."""
+    """InternVideo2-Stage2-1B; checkpoint {'module': state dict} (the released f4 file: 4 frames).
+
+    `num_frames` (or `config={'num_frames': N}`) builds the model for N frames; a checkpoint stored
+    for another frame count gets its temporal position embedding interpolated on load, as the
+    official loader does (the authors' v1 recipe scores 8 frames with the 4-frame file).
+    """
     from .internvideo2 import InternVideo2
 
     kw, strict = _split(kw)
     expected = "InternVideo2-stage2_1b-224p-f4.pt ({'module': state dict})"
     path = require_path(path, "internvideo2", expected, PUBLISHED["internvideo2"])
+    if num_frames is not None:
+        config = {**InternVideo2.resolve_config(config), "num_frames": int(num_frames)}
     model = InternVideo2(config)
     sd = model.adapt_state_dict(read_state_dict(path, unwrap=("module",)))
     load_strict(model, sd, what="internvideo2", ignore=(model.ignored,), allow_unexpected=not strict)
