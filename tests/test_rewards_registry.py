@@ -105,3 +105,22 @@ def test_full_size_parameter_counts_on_meta():
     assert 0.44e9 < count(ir) < 0.45e9
     assert count(vc.vision_encoder) == 303_974_400 and count(vc.text_encoder) == 123_615_744
     assert 1.0e9 < count(iv.vision_encoder) < 1.03e9  # "1B"
+
+
+@pytest.mark.parametrize("t, n, starts", [(10, 4, {0, 1}), (16, 8, {0, 1}), (16, 4, {0, 1, 2, 3}), (17, 8, {0, 1}), (9, 4, {0, 1})])
+def test_video_frames_start_in_the_authors_range(t, n, starts):
+    # T2V-Turbo: skip = T // N, start = randint(0, skip), idx = arange(start, T, skip)[:N]
+    from t2v_turbo.rewards.base import select_frames
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        idx = select_frames(t, n, "video", g)
+        skip = t // n
+        assert idx == list(range(idx[0], t, skip))[:n] and len(idx) == n
+        seen.add(idx[0])
+    assert seen == starts
+    # the draw is torch.randint(0, skip): the same generator state gives the authors' start
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert select_frames(t, n, "video", g1)[0] == int(torch.randint(0, t // n, (1,), generator=g2))
+    assert select_frames(4, 4, "video") == [0, 1, 2, 3] and select_frames(3, 6, "video") == [0, 0, 1, 1, 2, 2]

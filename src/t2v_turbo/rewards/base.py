@@ -42,7 +42,10 @@ def select_frames(
     """Frame indices a reward scores.
 
     kind "image": `num_frames` distinct random frames (T2V-Turbo: M = 5 in code, 6 in the paper).
-    kind "video": `num_frames` frames with stride T // N from a random start (ViCLIP 8, InternVideo2 4).
+    kind "video": `num_frames` frames with stride s = T // N from a start drawn uniformly from
+    0 .. s - 1, as T2V-Turbo's training script does (T=16, N=8: start 0-1; T=10, N=4: stride 2,
+    start 0-1, so the last frames of a T that is not a multiple of N are never the first pick).
+    With N >= T every frame is used (repeated for N > T).
     """
     if num_frames >= num_total:
         return (
@@ -53,9 +56,8 @@ def select_frames(
     if kind == "image":
         return sorted(torch.randperm(num_total, generator=generator)[:num_frames].tolist())
     if kind == "video":
-        stride = max(num_total // num_frames, 1)
-        span = stride * (num_frames - 1) + 1
-        start = int(torch.randint(0, num_total - span + 1, (1,), generator=generator))
+        stride = num_total // num_frames  # >= 1 here
+        start = int(torch.randint(0, stride, (1,), generator=generator))
         return [start + i * stride for i in range(num_frames)]
     raise ValueError(f"unknown reward kind {kind!r}; valid: ['image', 'video']")
 
