@@ -16,7 +16,7 @@ loader counts it once per file and moves on):
     undecodable         corrupt, truncated, not a video, no video stream
     too short           fewer frames than the clip needs at the target fps
     empty caption       no or blank caption
-    bad utf-8 caption   a CSV row whose caption is not valid UTF-8 (or holds a NUL byte)
+    bad utf-8 caption   a CSV row whose caption is not valid UTF-8
 """
 
 from __future__ import annotations
@@ -166,13 +166,13 @@ def _pick(columns: Sequence[str], names: Sequence[str]) -> str | None:
 
 
 def _bad_text(text: str) -> bool:
-    """Whether decoded text holds undecodable bytes (surrogate escapes) or a NUL."""
-    return "\x00" in text or any("\udc80" <= ch <= "\udcff" for ch in text)
+    """Whether decoded text holds undecodable bytes (surrogate escapes)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str | Skipped]]:
-    """(video path, caption) rows of a CSV; a row whose caption is not valid UTF-8 (or holds a NUL
-    byte) gets a `Skipped` ("bad utf-8 caption") instead of its caption.
+    """(video path, caption) rows of a CSV; a row whose caption is not valid UTF-8 gets a `Skipped`
+    ("bad utf-8 caption") instead of its caption.
 
     Accepted columns: a path column (path / file / video ...) and a caption column (caption / text /
     name / prompt), or WebVid's `videoid,name,page_dir` (file `{root}/{page_dir}/{videoid}.mp4`) and
@@ -187,9 +187,7 @@ def list_csv(path: Path, root: Path | None = None) -> list[tuple[Path, str | Ski
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    # undecodable bytes become surrogate escapes (checked per row); NULs (which Python's csv module
-    # refuses) become an escape that is never valid text either
-    text = raw.decode("utf-8-sig", errors="surrogateescape").replace("\x00", "\udc00")
+    text = raw.decode("utf-8-sig", errors="surrogateescape")  # bad bytes: surrogate escapes, checked per row
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
