@@ -91,25 +91,33 @@ def motion_amount(videos: Tensor) -> Tensor:
     return (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2, 3, 4)) / 2.0
 
 
-def intensity_centroids(videos: Tensor, threshold: float = 0.0) -> Tensor:
-    """Intensity-weighted centroid (x, y) in pixels of every frame: (B, C, T, H, W) -> (B, T, 2) float64.
+def weighted_centroids(intensity: Tensor, threshold: float = 0.0, min_mass: float = 1e-12) -> Tensor:
+    """Intensity-weighted centroids (x, y) in pixels of maps (..., H, W) -> (..., 2), in their dtype.
 
-    Intensity = channel mean mapped to [0, 1], minus `threshold` and clipped at 0 (so a dark background
-    weighs nothing). A frame with no mass gets the frame centre.
+    Weights are the intensity minus `threshold`, clipped at 0 (so a dark background weighs nothing);
+    a map whose total weight is below `min_mass` gets the map centre ((W - 1) / 2, (H - 1) / 2).
     """
-    _check_video(videos)
-    x = ((videos.detach().double().cpu() + 1.0) / 2.0).mean(dim=1)  # (B, T, H, W)
-    wgt = (x - threshold).clamp(min=0.0)
-    h, w = wgt.shape[-2:]
-    mass = wgt.sum(dim=(2, 3))
-    xs = torch.arange(w, dtype=torch.float64)
-    ys = torch.arange(h, dtype=torch.float64)
-    cx = (wgt.sum(dim=2) * xs).sum(dim=2) / mass.clamp(min=1e-12)
-    cy = (wgt.sum(dim=3) * ys).sum(dim=2) / mass.clamp(min=1e-12)
-    empty = mass <= 1e-12
+    h, w = intensity.shape[-2:]
+    wgt = (intensity - threshold).clamp(min=0.0)
+    mass = wgt.sum(dim=(-2, -1))
+    xs = torch.arange(w, dtype=wgt.dtype, device=wgt.device)
+    ys = torch.arange(h, dtype=wgt.dtype, device=wgt.device).unsqueeze(-1)
+    cx = (wgt * xs).sum(dim=(-2, -1)) / mass.clamp(min=min_mass)
+    cy = (wgt * ys).sum(dim=(-2, -1)) / mass.clamp(min=min_mass)
+    empty = mass < min_mass
     cx = torch.where(empty, torch.full_like(cx, (w - 1) / 2), cx)
     cy = torch.where(empty, torch.full_like(cy, (h - 1) / 2), cy)
     return torch.stack([cx, cy], dim=-1)
+
+
+def intensity_centroids(videos: Tensor, threshold: float = 0.0) -> Tensor:
+    """Intensity-weighted centroid (x, y) in pixels of every frame: (B, C, T, H, W) -> (B, T, 2) float64.
+
+    Intensity = channel mean mapped to [0, 1]; see `weighted_centroids` for `threshold` and empty frames.
+    """
+    _check_video(videos)
+    x = ((videos.detach().double().cpu() + 1.0) / 2.0).mean(dim=1)  # (B, T, H, W)
+    return weighted_centroids(x, threshold)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...evaluation.metrics import weighted_centroids
 from .dataset import COLORS, DIRECTIONS, FRAME_SIZE, GLYPH_SIZE, glyph_indices, parse_caption, render
 
 CROP = 14  # centroid-centred window side (pixels)
@@ -40,23 +41,6 @@ _DIR_VEC = torch.tensor([DIRECTIONS[d] for d in _DIR_NAMES], dtype=torch.float32
 def _to_unit(video: Tensor) -> Tensor:
     """(B, 3, T, H, W) in [-1, 1] -> (B, T, 3, H, W) in [0, 1], float32, detached."""
     return ((video.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 1, 3, 4)
-
-
-def centroids(intensity: Tensor, threshold: float = 0.15) -> Tensor:
-    """Intensity-weighted centroids (x, y) of (N, H, W) maps after removing values below `threshold`.
-
-    Maps with no mass above the threshold get the frame centre.
-    """
-    n, h, w = intensity.shape
-    wgt = (intensity - threshold).clamp(min=0.0)
-    mass = wgt.sum(dim=(1, 2))
-    ys = torch.arange(h, dtype=torch.float32).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
-    cx = (wgt * xs).sum(dim=(1, 2)) / mass.clamp(min=1e-6)
-    cy = (wgt * ys).sum(dim=(1, 2)) / mass.clamp(min=1e-6)
-    empty = mass < 1e-6
-    cx[empty], cy[empty] = (w - 1) / 2, (h - 1) / 2
-    return torch.stack([cx, cy], dim=1)
 
 
 def crops(frames: Tensor, centers: Tensor, side: int = CROP) -> Tensor:
@@ -82,7 +66,7 @@ def digit_features(intensity_crops: Tensor) -> np.ndarray:
 def frame_features(frames: Tensor) -> tuple[np.ndarray, Tensor, Tensor]:
     """Frames (N, 3, H, W) in [0, 1] -> (digit features (N, 64), centroids (N, 2), RGB crops)."""
     intensity = frames.amax(dim=1)  # (N, H, W)
-    cent = centroids(intensity)
+    cent = weighted_centroids(intensity, threshold=0.15, min_mass=1e-6)
     rgb_crops = crops(frames, cent)
     return digit_features(rgb_crops.amax(dim=1, keepdim=True)), cent, rgb_crops
 

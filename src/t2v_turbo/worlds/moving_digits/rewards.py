@@ -1,4 +1,4 @@
-"""The world's two reward models, trained contrastively on MovingDigits, behind the reward contract.
+"""The world's two reward models behind the reward contract (trained in `reward_training.py`).
 
 - "md-image" (`MDImageReward`), the HPSv2.1 analogue: a tiny transformers `CLIPModel` on 32x32 frames;
   score = cosine(image features, text features), averaged over `num_frames` random frames.
@@ -7,43 +7,28 @@
   score = cosine(clip features, text features) on `num_frames` strided frames.
 
 Both take pixels in [-1, 1] directly (they were trained on that range), are differentiable in the
-pixels, and keep their text side under no_grad. Training: multi-positive InfoNCE with a learned
-temperature, where every caption describing the same content is a positive (image: same color and
-digit, since one frame cannot show motion; video: same color, digit and direction).
+pixels, and keep their text side under no_grad.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+# diffusers' mixins give the clip encoder a standard save_pretrained / from_pretrained folder
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ...errors import CheckpointError, ConfigError
 from ...rewards.base import RewardModel, register_reward
-from .dataset import (
-    COLORS,
-    DIRECTIONS,
-    canonical_prompts,
-    make_caption,
-    parse_caption,
-    prompt_videos,
-    sample_batch,
-    sample_spec,
-)
+from ...rewards.common import TextCache
 from .models import ASSETS_DIR, build_tokenizer, text_config
-
-try:  # diffusers' mixins give the clip encoder a standard save_pretrained/from_pretrained folder
-    from diffusers import ConfigMixin, ModelMixin
-    from diffusers.configuration_utils import register_to_config
-except ImportError:  # pragma: no cover - diffusers is a core dependency
-    raise
 
 
 class MDVideoEncoder(ModelMixin, ConfigMixin):
@@ -73,24 +58,6 @@ class MDVideoEncoder(ModelMixin, ConfigMixin):
         return self.proj(torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1))
 
 
-class _TextCache:
-    """Text features per prompt string (the text towers are frozen at reward time)."""
-
-    def __init__(self, max_size: int = 4096):
-        self.store: dict[str, Tensor] = {}
-        self.max_size = max_size
-
-    def get(self, prompts: Sequence[str], compute) -> Tensor:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self.store]
-        if missing:
-            if len(self.store) + len(missing) > self.max_size:
-                self.store.clear()
-            with torch.no_grad():
-                feats = compute(missing)
-            self.store.update({p: f for p, f in zip(missing, feats)})
-        return torch.stack([self.store[p] for p in prompts])
-
-
 class _WorldReward(RewardModel):
     """Shared plumbing: tokenization, cached normalised text features, the contrastive logit scale."""
 
@@ -99,7 +66,7 @@ class _WorldReward(RewardModel):
     def __init__(self, tokenizer):
         super().__init__()
         self.tokenizer = tokenizer
-        self._cache = _TextCache()
+        self._cache = TextCache(self._unit_text_features)
 
     def _ids(self, prompts: Sequence[str]) -> Tensor:
         return self.tokenizer(
@@ -110,13 +77,18 @@ class _WorldReward(RewardModel):
             return_tensors="pt",
         ).input_ids.to(self.logit_scale.device)
 
+    def _unit_text_features(self, prompts: Sequence[str]) -> Tensor:
+        return F.normalize(self._encode_text(self._ids(prompts)), dim=-1)
+
     def text_features(self, prompts: Sequence[str], train: bool = False) -> Tensor:
         """Unit-norm text features (N, D); cached and without grad unless `train`."""
         if train:
-            return F.normalize(self._encode_text(self._ids(prompts)), dim=-1)
-        return self._cache.get(prompts, lambda ps: F.normalize(self._encode_text(self._ids(ps)), dim=-1)).to(
-            self.logit_scale.device
-        )
+            return self._unit_text_features(prompts)
+        return self._cache(prompts, self.logit_scale.device)
+
+    def clear_text_cache(self) -> None:
+        """Forget cached text features (after the text tower's weights change)."""
+        self._cache.clear()
 
     def _encode_text(self, ids: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -176,7 +148,7 @@ class MDImageReward(_WorldReward):
         from transformers import CLIPModel, CLIPTokenizer
 
         path = Path(path)
-        cfg = json.loads((path / "reward_config.json").read_text())
+        cfg = _reward_config(path, "md-image")
         clip = CLIPModel.from_pretrained(path, torch_dtype=torch.float32)
         tok = CLIPTokenizer.from_pretrained(path)
         return cls(clip, tok, num_frames or cfg["num_frames"]).eval()
@@ -234,7 +206,7 @@ class MDVideoReward(_WorldReward):
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
         path = Path(path)
-        cfg = json.loads((path / "reward_config.json").read_text())
+        cfg = _reward_config(path, "md-video")
         enc = MDVideoEncoder.from_pretrained(path / "video_encoder", torch_dtype=torch.float32)
         text = CLIPTextModelWithProjection.from_pretrained(path / "text_encoder", torch_dtype=torch.float32)
         tok = CLIPTokenizer.from_pretrained(path / "tokenizer")
@@ -242,21 +214,41 @@ class MDVideoReward(_WorldReward):
 
 
 # ------------------------------------------------------------------------------------------ factories
+def _reward_config(path: Path, name: str) -> dict:
+    f = path / "reward_config.json"
+    if not f.is_file():
+        raise CheckpointError(f"{path} is not a {name} reward folder (no reward_config.json)")
+    return json.loads(f.read_text())
+
+
+def _no_other_options(name: str, options: dict) -> None:
+    if options:
+        raise ConfigError(f"reward {name!r} got unknown option(s) {sorted(options)}; valid: ['num_frames', 'path']")
+
+
 @register_reward("md-image")
-def md_image_reward(path: str | Path | None = None, num_frames: int | None = None, **_) -> MDImageReward:
-    """The MovingDigits image-text reward (default: the shipped weights), frozen, eval mode."""
+def md_image_reward(path: str | Path | None = None, num_frames: int | None = None, **options) -> MDImageReward:
+    """The MovingDigits image-text reward (default: the shipped weights), frozen, eval mode.
+
+    Raises:
+        ConfigError: an option other than `path` and `num_frames`.
+        CheckpointError: `path` is not a reward folder.
+    """
+    _no_other_options("md-image", options)
     reward = MDImageReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_image", num_frames)
     return reward.requires_grad_(False).eval()
 
 
 @register_reward("md-video")
-def md_video_reward(path: str | Path | None = None, num_frames: int | None = None, **_) -> MDVideoReward:
-    """The MovingDigits video-text reward (default: the shipped weights), frozen, eval mode."""
+def md_video_reward(path: str | Path | None = None, num_frames: int | None = None, **options) -> MDVideoReward:
+    """The MovingDigits video-text reward (default: the shipped weights), frozen, eval mode (raises as
+    `md_image_reward`)."""
+    _no_other_options("md-video", options)
     reward = MDVideoReward.from_pretrained(Path(path) if path else ASSETS_DIR / "reward_video", num_frames)
     return reward.requires_grad_(False).eval()
 
 
-# ------------------------------------------------------------------------------------------ building
+# ------------------------------------------------------------------------------------------ fresh models
 def build_image_reward(tokenizer=None, seed: int = 0, hidden: int = 64) -> MDImageReward:
     """A fresh (seeded) image reward: CLIPModel with 32x32 images, patch 4, 2 layers, width 64."""
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
@@ -290,120 +282,3 @@ def build_video_reward(tokenizer=None, seed: int = 0, hidden: int = 64) -> MDVid
         enc = MDVideoEncoder(embed_dim=hidden)
         text = CLIPTextModelWithProjection(text_config(tokenizer, hidden=hidden))
     return MDVideoReward(enc, text, tokenizer)
-
-
-def _content_key(caption: str, kind: str) -> tuple:
-    color, digit, direction = parse_caption(caption)
-    return (color, digit) if kind == "image" else (color, digit, direction)
-
-
-def _hard_batch(
-    rng: np.random.Generator, batch_size: int, paraphrase_prob: float
-) -> tuple[Tensor, list[str]]:
-    """A batch whose videos share one color and one direction (digits, glyphs, starts vary)."""
-    color = list(COLORS)[int(rng.integers(len(COLORS)))]
-    direction = list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))]
-    specs = [sample_spec(rng, "train", color=color, direction=direction) for _ in range(batch_size)]
-    captions = [make_caption(s, rng, paraphrase_prob) for s in specs]
-    return torch.stack([s.render() for s in specs]), captions
-
-
-def multi_positive_infonce(a: Tensor, b: Tensor, positives: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE where positives[i, j] marks every matching pair (CLIP loss with duplicates).
-
-    loss = -mean_i log sum_{j in P(i)} softmax_j(s a_i . b_j), averaged over both directions.
-    """
-    logits = logit_scale.clamp(max=math.log(100.0)).exp() * a @ b.T  # (N, N)
-    neg_inf = torch.finfo(logits.dtype).min
-    l_ab = torch.logsumexp(logits.masked_fill(~positives, neg_inf), 1) - torch.logsumexp(logits, 1)
-    l_ba = torch.logsumexp(logits.T.masked_fill(~positives.T, neg_inf), 1) - torch.logsumexp(logits.T, 1)
-    return -(l_ab.mean() + l_ba.mean()) / 2
-
-
-def train_reward(
-    reward: MDImageReward | MDVideoReward,
-    steps: int = 600,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    paraphrase_prob: float = 0.5,
-    noise_std: float = 0.15,
-    hard_fraction: float = 0.5,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
-    """Contrastive training of a world reward on training glyphs (in place). Returns a log dict.
-
-    Each step renders `batch_size` videos; the image reward sees one random frame of each. Inputs get
-    Gaussian noise of a random std in [0, noise_std] so the reward stays smooth on imperfect videos.
-    A `hard_fraction` of the batches share one color and one direction, so that in-batch negatives
-    differ by digit: without them, training learns color and direction within a few hundred steps
-    and then stalls with digits at chance.
-    """
-    kind = reward.kind
-    rng = np.random.default_rng([seed, 303 if kind == "image" else 404])
-    gen = torch.Generator().manual_seed(seed)
-    reward.train()
-    params = [p for p in reward.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    t0 = time.time()
-    bar = tqdm(range(steps), desc=f"reward-{kind}", disable=not progress, mininterval=2.0)
-    losses = []
-    for step in bar:
-        # warm-up then cosine decay
-        frac = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr * max(frac, 0.02)
-        if rng.random() < hard_fraction:
-            videos, captions = _hard_batch(rng, batch_size, paraphrase_prob)
-        else:
-            videos, captions, _ = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
-        std = torch.rand(batch_size, 1, 1, 1, 1, generator=gen) * noise_std
-        videos = videos + std * torch.randn(videos.shape, generator=gen)
-        keys = [_content_key(c, kind) for c in captions]
-        pos = torch.tensor([[ki == kj for kj in keys] for ki in keys])
-        text = reward.text_features(captions, train=True)
-        if kind == "image":
-            t_idx = torch.randint(0, videos.shape[2], (batch_size,), generator=gen)
-            vis = reward.image_features(videos[torch.arange(batch_size), :, t_idx])
-        else:
-            vis = reward.embed_videos(videos)
-        loss = multi_positive_infonce(vis, text, pos, reward.logit_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    reward.eval()
-    reward._cache.store.clear()
-    return {"steps": steps, "seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:]))}
-
-
-@torch.no_grad()
-def reward_accuracy(
-    reward: MDImageReward | MDVideoReward, seed: int = 0, split: str = "heldout"
-) -> dict[str, float]:
-    """Zero-shot classification of one ground-truth video per canonical prompt among the 280 prompts.
-
-    Returns accuracies of the argmax prompt's digit, color, direction and all three (the image reward
-    cannot see direction: its direction accuracy is about chance by construction), and the mean
-    margin between the true prompt's score and the best wrong prompt's.
-    """
-    prompts = canonical_prompts()
-    videos, _ = prompt_videos(prompts, seed=seed, split=split)
-    reward.eval()
-    vis = torch.cat([reward.embed_videos(videos[i : i + 70]) for i in range(0, len(prompts), 70)])
-    sims = vis @ reward.text_features(prompts).T  # (280 videos, 280 prompts)
-    pred = [parse_caption(prompts[j]) for j in sims.argmax(dim=1).tolist()]
-    true = [parse_caption(p) for p in prompts]
-    acc = {
-        name: float(np.mean([p[i] == t[i] for p, t in zip(pred, true)]))
-        for i, name in enumerate(("color_acc", "digit_acc", "direction_acc"))
-    }
-    acc["all_acc"] = float(np.mean([p == t for p, t in zip(pred, true)]))
-    acc["color_digit_acc"] = float(np.mean([p[:2] == t[:2] for p, t in zip(pred, true)]))
-    diag = sims.diag()
-    acc["true_score"] = float(diag.mean())
-    acc["chance"] = {"color": 1 / len(COLORS), "digit": 0.1, "direction": 1 / len(DIRECTIONS)}
-    return acc

@@ -1,8 +1,8 @@
 """Stage 4 of the world: the two students, distilled by the project's own trainer (`t2v_turbo.train`).
 
-`turbo` = consistency distillation + mixed reward (md-image, md-video); `vcm` = consistency distillation
-only. Both start from the same teacher with the same recipe (the `moving-digits` preset), so the only
-difference is the reward feedback.
+`turbo` = consistency distillation + mixed reward (the `moving-digits` preset as it stands); `vcm` =
+consistency distillation only (the same preset without rewards). Both start from the same teacher,
+so the only difference is the reward feedback.
 """
 
 from __future__ import annotations
@@ -10,18 +10,61 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .build import STUDENTS, default_dir
+from ...errors import InputError
+from .stage_common import world_dir
+
+PRESET = "moving-digits"
+STUDENT_NAMES = ("turbo", "vcm")
+REWARD_FOLDERS = {"md-image": "reward_image", "md-video": "reward_video"}
+
+
+def student_recipe(name: str) -> dict:
+    """{"rewards": [...]} of a student: the `moving-digits` preset's rewards for "turbo", none for "vcm"."""
+    from ...config import load_config
+
+    if name not in STUDENT_NAMES:
+        raise InputError(f"unknown student {name!r}; valid: {list(STUDENT_NAMES)}")
+    if name == "vcm":
+        return {"rewards": []}
+    rewards = []
+    for r in load_config(PRESET).rewards:
+        spec = {"name": r.name, "weight": r.weight}
+        if r.frames is not None:
+            spec["frames"] = r.frames
+        rewards.append(spec)
+    return {"rewards": rewards}
+
+
+def train_students(
+    out_dir: str | Path | None = None,
+    trainer: Callable[[Path, str, dict], dict] | None = None,
+    names: Sequence[str] = STUDENT_NAMES,
+) -> dict:
+    """Distill the teacher into the students under `out_dir/<name>/` with `trainer(out_dir, name, recipe)`
+    (default `distill_student`), `recipe` from `student_recipe`. Returns per-student logs and seconds."""
+    out = world_dir(out_dir)
+    trainer = trainer or distill_student
+    info: dict = {"stage": "students"}
+    t0 = time.time()
+    for name in names:
+        info[name] = trainer(out, name, student_recipe(name))
+    info["seconds"] = time.time() - t0
+    return info
 
 
 def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dict | None = None) -> dict:
     """Distill `out_dir/teacher` into `out_dir/<name>/` (a UNet folder + t2v_turbo.json) with `train()`.
 
+    Runs the `moving-digits` preset with `recipe`'s rewards (their paths filled in from `out_dir`) and
+    `overrides`; resumes from the run folder `out_dir/runs/<name>/` when it holds checkpoints.
+
     Args:
         out_dir: the world folder (vae/, text_encoder/, tokenizer/, teacher/, reward_image/, reward_video/).
         name: "turbo" or "vcm".
-        recipe: {"rewards": [...]} from `build.STUDENTS` (reward paths are filled in from `out_dir`).
+        recipe: {"rewards": [...]} (see `student_recipe`).
         overrides: extra dotted config overrides (e.g. {"train.max_steps": 1200}).
     Returns:
         {"steps", "seconds", "run_dir"}.
@@ -29,8 +72,7 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
     from ...train import train
 
     out = Path(out_dir)
-    folders = {"md-image": "reward_image", "md-video": "reward_video"}
-    rewards = [dict(r, path=str(out / folders[r["name"]])) for r in recipe.get("rewards", [])]
+    rewards = [dict(r, path=str(out / REWARD_FOLDERS[r["name"]])) for r in recipe.get("rewards", [])]
     run_dir = out / "runs" / name
     cfg = {
         "name": f"md-{name}",
@@ -44,7 +86,7 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
     if any(run_dir.glob("checkpoints/*")):
         cfg["train.resume"] = "latest"
     t0 = time.time()
-    result = train("moving-digits", cfg)
+    result = train(PRESET, cfg)
     if result.student_dir is None:
         raise RuntimeError(f"training {name} produced no student (see {run_dir})")
     dest = out / name
@@ -54,18 +96,15 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
     shutil.copytree(Path(result.student_dir) / "unet", dest / "unet")
     meta_src = Path(result.student_dir) / "t2v_turbo.json"
     meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
-    meta["trained_with"] = {
-        "preset": "moving-digits",
-        "rewards": recipe.get("rewards", []),
-        "steps": result.step,
-    }
+    meta["trained_with"] = {"preset": PRESET, "rewards": recipe.get("rewards", []), "steps": result.step}
     (dest / "t2v_turbo.json").write_text(json.dumps(meta, indent=2))
     return {"steps": result.step, "seconds": time.time() - t0, "run_dir": str(run_dir)}
 
 
 def train_both(
-    out_dir: str | Path | None = None, overrides: dict | None = None, names=tuple(STUDENTS)
+    out_dir: str | Path | None = None, overrides: dict | None = None, names: Sequence[str] = STUDENT_NAMES
 ) -> dict:
     """Distill both students into `out_dir` (default: the shipped assets folder)."""
-    out = Path(out_dir) if out_dir is not None else default_dir()
-    return {name: distill_student(out, name, STUDENTS[name], overrides) for name in names}
+    out = world_dir(out_dir)
+    return {name: distill_student(out, name, student_recipe(name), overrides) for name in names}
+

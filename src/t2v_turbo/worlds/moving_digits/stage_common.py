@@ -1,0 +1,35 @@
+"""Helpers shared by the world's training stages: the output folder, the learning-rate schedule, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .models import ASSETS_DIR
+
+
+def world_dir(out_dir: str | Path | None = None) -> Path:
+    """`out_dir` as a Path, or the shipped world folder src/t2v_turbo/assets/moving_digits/."""
+    return Path(out_dir) if out_dir is not None else ASSETS_DIR
+
+
+def cosine_lr(step: int, total: int, warmup: int, base: float, final_frac: float = 0.05) -> float:
+    """Linear warm-up over `warmup` steps to `base`, then cosine decay to `final_frac` x `base` at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def write_log(folder: Path, name: str, info: dict) -> None:
+    """Write `info` as JSON to `folder/name` (creating the folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(info, indent=2))
