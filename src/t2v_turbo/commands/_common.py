@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -62,22 +62,11 @@ def setup_compute(args: argparse.Namespace) -> str:
 
 
 def load_model(spec: str, device: str = "cpu", base: str | None = None):
-    """Load a model by name or path; every way a checkpoint can be broken becomes a `CheckpointError`."""
-    import pickle
-
+    """Load a model by name or path (every broken checkpoint is a one-line `CheckpointError`)."""
     from ..models.registry import load_backbone
 
     quiet_library_bars()
-    kw = {"base": base} if base else {}
-    try:
-        return load_backbone(spec, device=device, **kw)
-    except (pickle.UnpicklingError, EOFError, OSError, KeyError) as e:
-        raise CheckpointError(f"cannot load model {spec!r}: {one_line(e)}") from None
-    except Exception as e:
-        # safetensors raises its own SafetensorError for corrupt files
-        if type(e).__name__ == "SafetensorError":
-            raise CheckpointError(f"cannot load model {spec!r}: corrupt safetensors file ({one_line(e)})") from None
-        raise
+    return load_backbone(spec, device=device, **({"base": base} if base else {}))
 
 
 def quiet_library_bars() -> None:
@@ -113,16 +102,19 @@ def read_prompts(args_prompts: Sequence[str], prompt_file: str | None) -> list[s
     return prompts
 
 
-def check_out_dir(path: str | os.PathLike) -> Path:
-    """An output folder that can be created (no regular file in the way); created here."""
+def check_out_dir(path: str | os.PathLike, create: bool = False) -> Path:
+    """An output folder that can be created (no regular file in the way). Commands check it before
+    any slow work and create it (`create=True`) only once they have something to write, so a
+    failed command leaves nothing behind."""
     out = Path(path)
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"cannot create output folder {out}: {parent} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create output folder {out}: {e.strerror}") from None
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create output folder {out}: {e.strerror}") from None
     return out
 
 

@@ -73,11 +73,16 @@ def main(argv: list[str]) -> int:
     prompts = common.read_prompts(a.prompts, a.prompt_file)
     out = common.check_out_dir(a.out_dir)
     model = common.load_model(a.model, device=device, base=a.base)
+    if not model.w_embedding_dim and a.steps is not None and a.steps > model.schedule.num_train_timesteps:
+        raise InputError(f"--steps {a.steps}: a teacher samples at most {model.schedule.num_train_timesteps} DDIM steps")
+    if model.w_embedding_dim and a.steps is not None and a.steps > a.origin_steps:
+        raise InputError(f"--steps {a.steps}: a student samples at most --origin-steps={a.origin_steps} steps")
     common.warn_unknown_words(model, prompts)
     is_student = model.w_embedding_dim is not None
     steps = a.steps or (4 if is_student else 50)
     upscale = a.upscale or default_upscale(model.resolution[1])
     fps = a.fps or model.native_fps
+    common.check_out_dir(out, create=True)
     written, gen = [], None
     t0 = time.perf_counter()
     with progress_bar(a.num_per_prompt * steps, desc="sampling", unit="step") as bar:

@@ -37,8 +37,6 @@ def load_models(model_paths: Sequence[str], device: str, shipped: bool = True, t
 
     Raises a one-line InputError / CheckpointError for a path that does not exist or does not load.
     """
-    from ..commands._common import load_model
-
     models: dict = {}
     for p in model_paths:  # check every path before loading anything slow
         if not Path(p).exists():
@@ -52,7 +50,7 @@ def load_models(model_paths: Sequence[str], device: str, shipped: bool = True, t
             except CheckpointError:  # a registered model whose weights are missing: leave it out
                 continue
     for p in model_paths:
-        models[str(Path(p))] = load_model(p, device=device)
+        models[str(Path(p))] = load_backbone(p, device=device)
     if not models:
         raise InputError(
             "no models: the shipped MovingDigits models are missing "

@@ -39,6 +39,13 @@ def _load_videocrafter2(path, **kw) -> Backbone:
     return VideoCrafter2.from_pretrained(path, **kw)
 
 
+@BACKBONES.register("wan", help="Wan2.1 diffusers folders (WanTransformer3DModel + AutoencoderKLWan + UMT5), flow matching")
+def _load_wan(path, **kw) -> Backbone:
+    from .wan import WanBackbone
+
+    return WanBackbone.from_pretrained(path, **kw)
+
+
 def guess_family(path: Path) -> str:
     """The family of a local checkpoint: its `t2v_turbo.json`, else by layout (files and `*.ckpt`
     folders are VideoCrafter2, other folders diffusers)."""
@@ -56,8 +63,27 @@ def load_backbone(name_or_path: str | Path, device: str | torch.device = "cpu", 
     """A model registered by name (`MODELS`) or a local checkpoint folder / file, in eval mode.
 
     Raises:
-        CheckpointError: the name is unknown and no such path exists, or the checkpoint cannot be read.
+        CheckpointError: the name is unknown and no such path exists, or the checkpoint cannot be
+            read (corrupt, truncated, not weights-only, wrong layout), in one line.
     """
+    import pickle
+
+    try:
+        return _load_backbone(name_or_path, device, **kw)
+    except (pickle.UnpicklingError, EOFError, OSError, KeyError) as e:
+        raise CheckpointError(f"cannot load model {str(name_or_path)!r}: {_one_line(e)}") from None
+    except Exception as e:
+        if type(e).__name__ == "SafetensorError":  # safetensors' own error for corrupt files
+            raise CheckpointError(f"cannot load model {str(name_or_path)!r}: corrupt safetensors file ({_one_line(e)})") from None
+        raise
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _load_backbone(name_or_path, device, **kw) -> Backbone:
     name = str(name_or_path)
     if not isinstance(name_or_path, Path) and name in MODELS:
         return MODELS.get(name)(**kw).to(device).eval()
