@@ -41,46 +41,22 @@ def machine_line(info: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ models
 def world_sized_teacher(seed: int = 0):
-    """A random-weight teacher the size the MovingDigits world recommends (cpu_measurements.md):
-    UNet3DConditionModel (32, 64, 64) with cross-attention 64, AutoencoderKL (32, 64, 64) 4x, a
-    2-layer 64-d CLIP text tower; videos 8 x 32 x 32. Timings do not depend on the weights."""
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-
-    from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone
-    from t2v_turbo.models.tiny import char_clip_tokenizer, tiny_text_encoder
+    """A random-weight teacher with the shipped MovingDigits teacher's architecture, made by the world's
+    own builders: UNetMotionModel (32, 64, 64) with position channels, AutoencoderKL (32, 64, 64) 4x,
+    the 2-layer 64-d CLIP text tower with the world's tokenizer; videos 8 x 32 x 32, v-prediction.
+    Timings do not depend on the weights."""
     from t2v_turbo.schedule import NoiseSchedule
+    from t2v_turbo.worlds.moving_digits import models as mdm
+    from t2v_turbo.worlds.moving_digits.stage_text import random_text_tower
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet3DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
-            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-            block_out_channels=(32, 64, 64),
-            layers_per_block=1,
-            norm_num_groups=16,
-            cross_attention_dim=64,
-            attention_head_dim=8,
-            # passed explicitly: diffusers lists defaulted keys in `_use_default_values`, and
-            # `from_config` (used by make_student) then ignores an override of them
-            time_cond_proj_dim=None,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(32, 64, 64),
-            layers_per_block=1,
-            norm_num_groups=16,
-            sample_size=32,
-        ).eval()
-    text = tiny_text_encoder(hidden=64, layers=2, max_length=32, seed=seed + 1)
-    return DiffusersVideoBackbone(
-        unet, vae, text, char_clip_tokenizer(32), NoiseSchedule.make(), native_fps=8, resolution=(8, 32, 32)
+    tokenizer = mdm.build_tokenizer()
+    return mdm.build_backbone(
+        mdm.build_unet(seed=seed, position_channels=True),
+        mdm.build_vae(seed=seed).eval(),
+        random_text_tower(tokenizer, seed=seed + 1),
+        tokenizer,
+        NoiseSchedule.make(beta_end=0.03, prediction_type="v_prediction"),
+        position_channels=True,
     ).eval()
 
 
@@ -119,7 +95,8 @@ def load_models(student_name: str = "turbo") -> tuple:
     student = teacher.make_student(256, init="zero").eval()
     note = (
         "the shipped MovingDigits models are not built yet (src/t2v_turbo/assets/moving_digits): "
-        "world-sized random-weight models (UNet3D (32,64,64), KL-VAE 4x, 8x32x32 videos) stand in; "
+        "world-sized random-weight models (the world's UNetMotionModel (32,64,64) with position channels, "
+        "KL-VAE 4x, 8x32x32 videos) stand in; "
         "speed and memory do not depend on the weights"
     )
     return teacher, student, note
