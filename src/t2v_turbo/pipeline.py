@@ -47,12 +47,15 @@ def generate(
     cfg_scale: float | None = None,
     seed: int = 0,
     num_frames: int | None = None,
-    origin_steps: int = 50,
+    origin_steps: int | None = None,
     timestep_rule: str = "t2v-turbo",
     timesteps: Sequence[int] | None = None,
     batch_size: int = 64,
     decode: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    motion_guidance: float | None = None,
+    motion_percentage: float | None = None,
+    motion_conditioning: bool | None = None,
 ) -> Generation:
     """Sample one video per prompt.
 
@@ -64,9 +67,22 @@ def generate(
     Args:
         num_steps: sampler steps (students: 1..origin_steps; teachers: 1..num_train_timesteps).
         seed: seeds the one CPU generator every random draw comes from (0 <= seed < 2**63).
+        origin_steps: the LCM origin grid the student's timesteps come from (default: the model's
+            `sampling_defaults`, e.g. 200 for T2V-Turbo-v2 students: 4 steps = [999, 749, 499, 249];
+            else 50: [999, 759, 519, 279]).
         progress: a callable `(done_steps, total_steps)` called after every sampler step.
+        motion_guidance: T2V-Turbo-v2 students only (a motion embedding, `unet_mg.pt`): the motion
+            strength embedded like w (the authors' `motion_gs`; default from `sampling_defaults`, 0.05).
+        motion_percentage: share of the schedule that gets it (the authors' `percentage`; default 0.5):
+            a step at timestep t embeds `motion_guidance` when t >= T (1 - p) (T = 1000 training steps)
+            and 0 otherwise, as the authors' pipeline does. With an origin grid that is a multiple of
+            the step count this is the first ceil(p * steps) steps (4 steps, p = 0.3: 999 and 749);
+            otherwise count the timesteps (16 steps on the 200 grid, p = 0.5: 9 steps, t >= 519).
+        motion_conditioning: False runs a v2 student without the motion embedding (the authors'
+            use_motion_cond=False: combine_proj skipped); default True for a model with one.
     Raises:
-        InputError: no prompts, a non-finite or negative w / cfg_scale, steps or seed out of range.
+        InputError: no prompts, a non-finite or negative w / cfg_scale, steps or seed out of range,
+            motion settings for a model without a motion embedding or a percentage outside [0, 1].
     """
     prompts = list(prompts)
     if not prompts:
@@ -76,6 +92,25 @@ def generate(
     if not 0 <= int(seed) < 2**63:
         raise InputError(f"seed must be in [0, 2**63), got {seed}")
     is_student = model.w_embedding_dim is not None
+    defaults = dict(getattr(model, "sampling_defaults", None) or {})
+    origin_steps = int(origin_steps if origin_steps is not None else defaults.get("origin_steps", 50))
+    if origin_steps < 1:
+        raise InputError(f"origin_steps must be >= 1, got {origin_steps}")
+    has_motion = is_student and getattr(model, "motion_embedding_dim", None) is not None
+    motion_on = has_motion if motion_conditioning is None else bool(motion_conditioning)
+    if motion_on and not has_motion:
+        raise InputError("motion conditioning needs a T2V-Turbo-v2 student (a UNet with motion_cond_proj)")
+    if not has_motion and (motion_guidance is not None or motion_percentage is not None):
+        raise InputError("motion_guidance / motion_percentage need a T2V-Turbo-v2 student with a motion embedding")
+    if motion_on:
+        motion_guidance = float(defaults.get("motion_guidance", 0.05) if motion_guidance is None else motion_guidance)
+        motion_percentage = float(
+            defaults.get("motion_percentage", 0.5) if motion_percentage is None else motion_percentage
+        )
+        if not math.isfinite(motion_guidance):
+            raise InputError(f"motion_guidance must be a finite number, got {motion_guidance}")
+        if not 0.0 <= motion_percentage <= 1.0:
+            raise InputError(f"motion_percentage must be in [0, 1], got {motion_percentage}")
     cfg = teacher_cfg_scale(w, cfg_scale)
     for name, value in (("w", w), ("cfg_scale", cfg)):
         if not math.isfinite(value) or value < 0:
@@ -92,6 +127,7 @@ def generate(
         if not 1 <= num_steps <= n_train:
             raise InputError(f"a teacher samples 1..{n_train} DDIM steps, got {num_steps}")
         ts = ddim_timesteps(num_steps, n_train)
+    motion_threshold = n_train * (1.0 - motion_percentage) if motion_on else None
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     use_cfg = not is_student and cfg > 1
     uncond = model.encode_prompt([""]) if use_cfg else None
@@ -110,7 +146,18 @@ def generate(
         cond = model.encode_prompt(chunk)
         shape = model.latent_shape(len(chunk), num_frames)
         noise = torch.randn(shape, generator=g).to(model.device, model.dtype)
-        if is_student:
+        if is_student and motion_on:
+            w_emb = model.w_embedding(guidance_to_w(w, model.guidance_convention), len(chunk))
+            m_on, m_off = (model.motion_embedding(m, len(chunk)) for m in (motion_guidance, 0.0))
+
+            def fn(z, t, cond=cond, w_emb=w_emb, m_on=m_on, m_off=m_off):
+                # the authors' rule: motion strength at t >= T (1 - p), the embedding of 0 below
+                m_emb = m_on if int(t.reshape(-1)[0]) >= motion_threshold else m_off
+                return model.model_output(z, t, cond, w_emb, m_emb)
+
+            z = consistency_sample(fn, model.schedule, shape, ts, generator=g, latents=noise, callback=tick)
+            evals = len(ts)
+        elif is_student:
             w_emb = model.w_embedding(guidance_to_w(w, model.guidance_convention), len(chunk))
 
             def fn(z, t, cond=cond, w_emb=w_emb):
@@ -152,6 +199,10 @@ def generate(
         "seed": int(seed),
         "timestep_rule": timestep_rule if is_student else "ddim-leading",
         "timesteps": ts,
+        "origin_steps": origin_steps if is_student and timesteps is None else None,
+        "motion_guidance": motion_guidance if motion_on else None,
+        "motion_percentage": motion_percentage if motion_on else None,
+        "motion_timesteps": [t for t in ts if t >= motion_threshold] if motion_on else [],
     }
     # unet_evals: UNet evaluations per video (a CFG step counts its two branches)
     return Generation(torch.cat(videos), prompts, seconds, evals, ts, settings)

@@ -263,6 +263,8 @@ def _from_folder(cls, path: Path, config, tokenizer, torch_dtype) -> VideoCrafte
         model = _from_official(cls, sd, read_config(cls, path / CONFIG_NAME), torch_dtype, tokenizer)
         meta = read_metadata(path)
         model.guidance_convention = meta.get("guidance_convention", model.guidance_convention)
+        if "sampling_defaults" in meta:  # e.g. T2V-Turbo-v2's motion guidance and origin grid
+            model.sampling_defaults = meta["sampling_defaults"]
         return model
     if (path / OFFICIAL_NAME).is_file():
         return _from_file(cls, path / OFFICIAL_NAME, None, config, tokenizer, torch_dtype, 0)

@@ -25,6 +25,15 @@ from .base import Backbone, FrameVAEMixin
 from .vc2_unet import VC2UNet, VC2UNetConfig
 from .vc2_vae import build_vae, vae_config
 
+# T2V-Turbo-v2 students (`unet_mg.pt`, with motion_cond_proj): the authors' sampling settings (their
+# Replicate predictor, the one entry point that samples v2 with motion conditioning on: 16 steps,
+# w 7.5, fps 8, motion_gs 0.05, percentage 0.5, lcm_origin_steps 200; their gradio app uses the same
+# origin grid and motion_gs, percentage 0.3 and 8 steps). `pipeline.generate` reads origin_steps,
+# motion_guidance and motion_percentage as its defaults; all are written to t2v_turbo.json on save.
+V2_SAMPLING_DEFAULTS = {
+    "origin_steps": 200, "motion_guidance": 0.05, "motion_percentage": 0.5, "num_steps": 16, "w": 7.5, "fps": 8
+}
+
 
 # ----------------------------------------------------------------------------- config
 @dataclass
@@ -209,7 +218,13 @@ class VideoCrafter2(FrameVAEMixin, Backbone):
         w_emb: Tensor | None = None,
         motion_emb: Tensor | None = None,
     ) -> Tensor:
-        """eps prediction (B, 4, T, h, w) at fps `self.fps`; `motion_emb` only for v2 students."""
+        """eps prediction (B, 4, T, h, w) at fps `self.fps`; `motion_emb` only for v2 students.
+
+        Every call uses `self.fps`, so distillation runs the teacher's conditional and unconditional
+        CFG branches (one batched call) at the model's fps. The authors' v1 training calls the
+        unconditional teacher without fps, i.e. at the UNet's default 16: identical for the VC2 recipe
+        (fps 16); with another fps (e.g. 8) their unconditional branch sees 16 and this one does not.
+        """
         t = torch.as_tensor(t, device=z_t.device)
         if t.dim() == 0:
             t = t.expand(z_t.shape[0])
@@ -223,6 +238,25 @@ class VideoCrafter2(FrameVAEMixin, Backbone):
         if m.dim() == 0:
             m = m.expand(batch or 1)
         return guidance_embedding(m, self.motion_embedding_dim).to(self.device, self.dtype)
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """Sampling settings recorded with the weights (t2v_turbo.json "sampling_defaults"); a
+        T2V-Turbo-v2 student without a record gets the authors' `V2_SAMPLING_DEFAULTS`."""
+        saved = self.__dict__.get("_sampling_defaults")
+        if saved is not None:
+            return dict(saved)
+        return dict(V2_SAMPLING_DEFAULTS) if self.motion_embedding_dim is not None else {}
+
+    @sampling_defaults.setter
+    def sampling_defaults(self, value: dict | None) -> None:
+        self.__dict__["_sampling_defaults"] = None if value is None else dict(value)
+
+    def t2v_turbo_metadata(self) -> dict:
+        meta = super().t2v_turbo_metadata()
+        if self.sampling_defaults:
+            meta["sampling_defaults"] = self.sampling_defaults
+        return meta
 
     # ------------------------------------------------------------------ VAE (per frame)
     @property
