@@ -116,7 +116,7 @@ class Setup:
     def step(self, config: str) -> dict:
         import torch
 
-        from t2v_turbo.chain_reward import chain_reward_step
+        from t2v_turbo.baselines.chain import chain_reward_step
         from t2v_turbo.distill import distill_step
 
         if config in ("t2v-turbo", "vcm"):

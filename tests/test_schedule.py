@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from t2v_turbo.schedule import NoiseSchedule, boundary_scalings, consistency_output, guidance_embedding
+from t2v_turbo.schedule import NoiseSchedule, boundary_scalings, guidance_embedding
 
 
 def test_scaled_linear_matches_reference_and_diffusers(reference_numbers):
@@ -70,8 +70,10 @@ def test_boundary_scalings_closed_form_and_reference(reference_numbers):
         assert float(cs) == vals["training_fn_float32"]["c_skip"]
         assert float(co) == vals["training_fn_float32"]["c_out"]
         assert float(cs) == pytest.approx(vals["exact_float64"]["c_skip"], rel=1e-6)
-    z, x0 = torch.randn(2, 3), torch.randn(2, 3)
-    assert torch.equal(consistency_output(z, x0, 0), z)
+    # the schedule's method is the same function, per sample for a (B,) batch of timesteps
+    cs, co = NoiseSchedule.make().consistency_scalings(torch.tensor([0, 259, 999]))
+    assert cs.tolist() == [float(boundary_scalings(t)[0]) for t in (0, 259, 999)]
+    assert co.tolist() == [float(boundary_scalings(t)[1]) for t in (0, 259, 999)]
 
 
 def test_boundary_scalings_match_lcm_scheduler():

@@ -16,14 +16,21 @@ LOSS_TYPES = ("huber", "l2")
 def consistency_loss(
     pred: Tensor, target: Tensor, loss_type: str = "huber", huber_c: float = 0.001
 ) -> Tensor:
-    """Distance between f_theta(z_{t_{n+k}}) and the stop-gradient target f(z_{t_n}), averaged over elements."""
-    diff = pred.float() - target.float()
+    """Per-sample distance between f_theta(z_{t_{n+k}}) and the stop-gradient target f(z_{t_n}).
+
+    Args:
+        pred, target: (B, ...) tensors.
+    Returns:
+        (B,) float32: each sample's distance averaged over its elements (the caller reduces, so it
+        can weight samples or mask non-finite ones).
+    """
+    diff = (pred.float() - target.float()).reshape(pred.shape[0], -1)
     if loss_type == "huber":
         # pseudo-Huber: sqrt(d^2 + c^2) - c  (Song & Dhariwal 2023; T2V-Turbo uses c = 0.001)
-        return (torch.sqrt(diff**2 + huber_c**2) - huber_c).mean()
+        return (torch.sqrt(diff**2 + huber_c**2) - huber_c).mean(dim=1)
     if loss_type == "l2":
         # squared L2 (LCM's default metric)
-        return (diff**2).mean()
+        return (diff**2).mean(dim=1)
     raise ValueError(f"unknown loss_type {loss_type!r}; valid: {list(LOSS_TYPES)}")
 
 

@@ -1,8 +1,10 @@
-"""Samplers: the multistep consistency sampler (student) and DDIM + CFG (teacher baseline).
+"""The consistency function, the multistep consistency sampler (student) and DDIM + CFG (teacher).
 
-Both are pure loops over a `model_fn(z_t, t) -> model output` callable, so they know no
-backbone; `backbone_model_fn` builds that callable from a backbone adapter. Every random draw
-comes from the `generator` argument, so identical generators give identical videos.
+`ConsistencyDenoiser` (or `consistency_fn` for a backbone) is the one place where a model's raw output
+becomes the consistency function f_theta(z_t, t) = c_skip(t) z_t + c_out(t) x0_theta: the sampler,
+`distill_step` and the chain-reward baseline all call it. The samplers are pure loops over a
+`model_fn(z_t, t) -> model output` callable, so they know no backbone. Every random draw comes from
+the `generator` argument, so identical generators give identical videos.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .schedule import NoiseSchedule, consistency_output
+from .schedule import NoiseSchedule, _expand
 from .solvers import ddim_step
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
@@ -52,7 +54,66 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_offset
     return [int(x) for x in (np.arange(0, num_steps) * ratio + steps_offset)[::-1]]
 
 
-@torch.no_grad()
+def _per_sample(c: Tensor | float, like: Tensor) -> Tensor:
+    """A scalar or (B,) coefficient broadcast against `like` (B, ...)."""
+    c = torch.as_tensor(c, device=like.device)
+    return c.to(like.dtype) if c.dim() == 0 else _expand(c, like)
+
+
+def _timestep_batch(t: Tensor | int | float, batch: int, device: torch.device) -> Tensor:
+    """One timestep as a (B,) tensor (integer timesteps stay int64, continuous ones float)."""
+    return torch.as_tensor(t, device=device).reshape(1).repeat(batch)
+
+
+def _draw_device(generator: torch.Generator | None, like: Tensor) -> torch.device:
+    return generator.device if generator is not None else like.device
+
+
+class ConsistencyDenoiser:
+    """f_theta(z_t, t) = c_skip(t) z_t + c_out(t) x0_theta(z_t, t), the consistency function (LCM Eq. 9).
+
+    Wraps a raw model `model_fn(z_t, t) -> output in the schedule's parameterisation`; the schedule
+    supplies `to_x0_eps` (output -> x0) and `consistency_scalings` (c_skip, c_out). The arithmetic is
+    float32 whatever the model's dtype; `t` is a (B,) tensor of any dtype the schedule reads.
+    """
+
+    def __init__(
+        self, model_fn: ModelFn, schedule, sigma_data: float = 0.5, timestep_scaling: float = 10.0
+    ):
+        self.model_fn, self.schedule = model_fn, schedule
+        self.sigma_data, self.timestep_scaling = sigma_data, timestep_scaling
+
+    @classmethod
+    def from_backbone(
+        cls, backbone, cond: Tensor, w_emb: Tensor | None = None, sigma_data: float = 0.5,
+        timestep_scaling: float = 10.0,
+    ) -> ConsistencyDenoiser:  # fmt: skip
+        """The consistency function of a backbone for fixed conditioning (prompt embeddings, w_emb)."""
+
+        def model_fn(z_t: Tensor, t: Tensor) -> Tensor:
+            return backbone.model_output(z_t, t, cond, w_emb)
+
+        return cls(model_fn, backbone.schedule, sigma_data, timestep_scaling)
+
+    def __call__(self, z_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(f_theta, x0_theta), both float32, for latents z_t (B, c, T, h, w) at timesteps t (B,)."""
+        out = self.model_fn(z_t, t).float()
+        z = z_t.float()
+        x0, _ = self.schedule.to_x0_eps(out, z, t)
+        c_skip, c_out = self.schedule.consistency_scalings(t, self.sigma_data, self.timestep_scaling)
+        # f = c_skip(t) z_t + c_out(t) x0  (LCM Eq. 9; f(z, 0) = z)
+        return _per_sample(c_skip, z) * z + _per_sample(c_out, z) * x0, x0
+
+
+def consistency_fn(
+    backbone, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None, *,
+    sigma_data: float = 0.5, timestep_scaling: float = 10.0,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(f_theta, x0_theta) of `backbone` at (z_t, t) with prompt embeddings `cond` and guidance
+    embedding `w_emb`: `ConsistencyDenoiser.from_backbone(backbone, cond, w_emb)(z_t, t)`."""
+    return ConsistencyDenoiser.from_backbone(backbone, cond, w_emb, sigma_data, timestep_scaling)(z_t, t)
+
+
 def consistency_sample(
     model_fn: ModelFn,
     schedule: NoiseSchedule,
@@ -65,34 +126,39 @@ def consistency_sample(
     sigma_data: float = 0.5,
     timestep_scaling: float = 10.0,
     callback: Callable[[int, Tensor], None] | None = None,
+    grad_last_k: int = 0,
 ) -> Tensor:
     """Multistep consistency sampling (LCM Alg. 1): one model call per step, no CFG.
 
     Args:
-        model_fn: (z_t, t) -> model output in `schedule.prediction_type` (w embedding bound inside).
+        model_fn: (z_t, t) -> model output in `schedule`'s parameterisation (w embedding bound inside).
         shape: latent shape (B, C, T, H, W).
         timesteps: descending, e.g. `consistency_timesteps(4)`.
+        latents: the starting noise z_T (default: drawn from `generator` in `dtype`).
+        grad_last_k: the last K steps run with gradients (the DRaFT-K chain baseline); 0 = none.
     Returns:
-        The last denoised latent (B, C, T, H, W).
+        The last denoised latent (B, C, T, H, W), in the latents' dtype.
     """
     z = (
         latents
         if latents is not None
         else torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     )
+    denoise = ConsistencyDenoiser(model_fn, schedule, sigma_data, timestep_scaling)
+    first_grad = len(timesteps) - grad_last_k
     denoised = z
     for i, t in enumerate(timesteps):
-        t_batch = torch.full((z.shape[0],), int(t), dtype=torch.long, device=z.device)
-        x0, _ = schedule.to_x0_eps(model_fn(z, t_batch), z, t_batch)
-        # denoised = c_skip(t) z + c_out(t) x0  (consistency function, LCM Eq. 9)
-        denoised = consistency_output(z, x0, int(t), sigma_data, timestep_scaling)
-        if i + 1 < len(timesteps):
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            # z_{t'} = sqrt(abar_{t'}) denoised + sqrt(1 - abar_{t'}) eps, fresh eps (LCM Alg. 1 line 6)
-            z = schedule.add_noise(denoised, noise, int(timesteps[i + 1]))
-        if callback is not None:
-            callback(i, denoised)
-    return denoised
+        with torch.set_grad_enabled(i >= first_grad):
+            denoised, _ = denoise(z, _timestep_batch(t, z.shape[0], z.device))
+            if i + 1 < len(timesteps):
+                # fresh eps, drawn in float32 on the generator's device (a CPU generator serves any device)
+                noise = torch.randn(z.shape, generator=generator, device=_draw_device(generator, z))
+                t_next = _timestep_batch(timesteps[i + 1], z.shape[0], z.device)
+                # z_{t'} = alpha_{t'} denoised + sigma_{t'} eps  (LCM Alg. 1 line 6)
+                z = schedule.add_noise(denoised, noise.to(z.device), t_next).to(z.dtype)
+            if callback is not None:
+                callback(i, denoised)
+    return denoised.to(z.dtype)
 
 
 @torch.no_grad()

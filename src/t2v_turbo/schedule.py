@@ -1,7 +1,11 @@
 """Noise schedule, forward noising, parameterisation conversions and LCM boundary scalings.
 
 Pure tensor code: knows no model. Conventions: `alpha_t = sqrt(abar_t)`, `sigma_t = sqrt(1 - abar_t)`,
-timesteps are integers in [0, num_train_timesteps). Tensors broadcast over any trailing shape
+timesteps are integers in [0, num_train_timesteps), scalars or (B,) tensors.
+
+What the consistency function (`sampling.ConsistencyDenoiser`) and `distill_step` need from a schedule
+is `to_x0_eps`, `add_noise` and `consistency_scalings`; any schedule with those three (a flow-matching
+one, say) works through them unchanged. Tensors broadcast over any trailing shape
 (videos are (B, C, T, H, W)).
 """
 
@@ -141,7 +145,7 @@ class NoiseSchedule:
         return (z_t - alpha * x0) / sigma
 
     def get_velocity(self, x0: Tensor, eps: Tensor, t: Tensor | int) -> Tensor:
-        # v = alpha_t eps - sigma_t x0  (Salimans & Ho 2022, Eq. in Sec. 4)
+        # v = alpha_t eps - sigma_t x0  (Salimans & Ho 2022, "Progressive Distillation", the v definition)
         alpha, sigma = self.alpha_sigma(t, x0)
         return alpha * eps - sigma * x0
 
@@ -150,34 +154,32 @@ class NoiseSchedule:
         alpha, sigma = self.alpha_sigma(t, z_t)
         return sigma * z_t + alpha * v
 
+    # ---------------------------------------------------------------- consistency parameterisation
+    def consistency_scalings(
+        self, t: Tensor | int, sigma_data: float = 0.5, timestep_scaling: float = 10.0
+    ) -> tuple[Tensor, Tensor]:
+        """(c_skip(t), c_out(t)) of f(z_t, t) = c_skip z_t + c_out x0: the LCM discrete boundary
+        scalings (`boundary_scalings`). A schedule whose x0 already meets f(z, 0) = z returns (0, 1)."""
+        return boundary_scalings(t, sigma_data, timestep_scaling)
+
 
 # ------------------------------------------------------------------------- LCM boundary condition
 def boundary_scalings(
     t: Tensor | int | float, sigma_data: float = 0.5, timestep_scaling: float = 10.0
 ) -> tuple[Tensor, Tensor]:
-    """LCM discrete boundary-condition scalings (c_skip, c_out) at integer timestep t.
+    """LCM discrete boundary-condition scalings (c_skip, c_out) at timestep t (any shape, float32).
 
     c_skip(0) = 1 and c_out(0) = 0, so f(z, 0) = z (the consistency boundary condition).
     """
     t = torch.as_tensor(t, dtype=torch.float32)
     scaled = t * timestep_scaling
-    # c_skip = s^2 / ((10 t)^2 + s^2)  (LCM Eq. after (9); T2V-Turbo Sec. 4)
+    # the discrete form the LCM release and T2V-Turbo use (diffusers LCMScheduler
+    # `get_scalings_for_boundary_condition_discrete`) of the Consistency Models boundary scalings
+    # (Song et al. 2023, App. C) with time 10 t: c_skip = s^2 / ((10 t)^2 + s^2), s = sigma_data
     c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
     # c_out = 10 t / sqrt((10 t)^2 + s^2)
     c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
     return c_skip, c_out
-
-
-def consistency_output(
-    z_t: Tensor, x0: Tensor, t: Tensor | int, sigma_data: float = 0.5, timestep_scaling: float = 10.0
-) -> Tensor:
-    """f_theta(z_t, t) = c_skip(t) z_t + c_out(t) x0_theta  (LCM Eq. 9 parameterisation)."""
-    c_skip, c_out = boundary_scalings(t, sigma_data, timestep_scaling)
-    c_skip = c_skip.to(z_t.device)
-    c_out = c_out.to(z_t.device)
-    if c_skip.dim() == 0:
-        return c_skip.to(z_t.dtype) * z_t + c_out.to(z_t.dtype) * x0
-    return _expand(c_skip, z_t) * z_t + _expand(c_out, z_t) * x0
 
 
 # ------------------------------------------------------------------------- guidance embedding

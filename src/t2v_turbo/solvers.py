@@ -39,6 +39,10 @@ def ddim_step(schedule: NoiseSchedule, x0: Tensor, eps: Tensor, t_prev: Tensor |
 class DDIMSolver:
     """DDIM over the skipped grid {k-1, 2k-1, ..., T-1} (default 50 points, k = 20; v2: 200, k = 5).
 
+    The solver interface `distill_step` uses (a flow-matching Euler solver offers the same three):
+    `sample_indices(batch, generator)`, `timestep_pair(index) -> (t_start, t_end)` and
+    `step(x0, eps, index) -> z at t_end`.
+
     Attributes:
         timesteps: (num_points,) long, tau_i = k (i + 1) - 1.
         alphas_cumprod: abar at tau_i; alphas_cumprod_prev: abar at tau_{i-1} (abar_0 for i = 0).
@@ -66,7 +70,6 @@ class DDIMSolver:
         return t_start, t_end
 
     def step(self, x0: Tensor, eps: Tensor, index: Tensor) -> Tensor:
-        """DDIM step from tau_n to its predecessor on the grid (abar_prev indexed like the grid)."""
-        abar_prev = self.alphas_cumprod_prev[index.cpu()].to(x0.device)
-        # z_{t_n} = sqrt(abar_{t_n}) x0 + sqrt(1 - abar_{t_n}) eps  (DDIM, eta = 0)
-        return _expand(abar_prev.sqrt(), x0) * x0 + _expand((1 - abar_prev).sqrt(), x0) * eps
+        """DDIM step (eta = 0) from tau_n to t_n = max(tau_n - k, 0), the predecessor on the grid."""
+        _, t_prev = self.timestep_pair(index.cpu())
+        return ddim_step(self.schedule, x0, eps, t_prev)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .chain_reward import chain_reward_step
+from .baselines.chain import chain_reward_step
 from .config import Config, describe, load_config, validate
 from .distill import distill_step, ema_update
 from .errors import UserError
@@ -90,9 +90,8 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
 
     from .data import build_loader, clip_size
     from .training import checkpoint as ckpt
-    from .training import metrics
-    from .training import roles
-    from .training.placement import CD, resolve_placement, reward_only_step
+    from .training import metrics, roles
+    from .training.placement import CD, resolve_placement
     from .training.validation import run_validation, validation_prompts
 
     cfg = load_config(cfg, overrides) if not isinstance(cfg, Config) or overrides else cfg
@@ -231,12 +230,11 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
                         student, prompts, local_terms, t.chain_steps, t.chain_backprop, t.chain_guidance, g,
                         step_cfg.decode_checkpointing, cond=cond,
                     )  # fmt: skip
-                elif do_cd:
-                    out = distill_step(
-                        student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g
-                    )
                 else:
-                    out = reward_only_step(student, solver, z0, prompts, cond, local_terms, step_cfg, g)
+                    out = distill_step(
+                        student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g,
+                        compute_cd=do_cd,
+                    )  # fmt: skip
                 # backward even when non-finite: DDP needs every rank's backward; the step is skipped below
                 acc.backward(out["loss"] / t.grad_accum)
             if not torch.isfinite(out["loss"].detach()).item():

@@ -8,7 +8,8 @@ N - K steps without gradients, the last K steps with gradients, decode the final
 the rewards. The activation memory grows with K (K UNet passes + the decode are kept for backward).
 
 `chain_reward_step` is a pure step function (no optimizer): the trainer calls it instead of
-`distill_step` for `mode: chain` and does the backward/optimizer work itself.
+`distill_step` for `mode: chain` and does the backward/optimizer work itself. The chain is the
+student's own consistency sampler (`sampling.consistency_sample` with `grad_last_k = K`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .losses import reward_terms
-from .models.base import Backbone, guidance_to_w
-from .sampling import consistency_timesteps
-from .schedule import consistency_output
+from ..losses import reward_terms
+from ..models.base import Denoiser, guidance_to_w
+from ..sampling import consistency_sample, consistency_timesteps
 
 
 def chain_reward_step(
-    student: Backbone,
+    student: Denoiser,
     prompts: Sequence[str],
     rewards: Sequence,
     num_steps: int = 4,
     backprop_steps: int = 1,
-    guidance: float = 7.5,
+    w: float = 7.5,
     generator: torch.Generator | None = None,
     decode_checkpointing: bool = False,
     cond: Tensor | None = None,
@@ -49,7 +49,7 @@ def chain_reward_step(
         num_steps: N, the sampler's steps (timesteps from `consistency_timesteps`).
         backprop_steps: K in 1..N; the last K steps run with gradients (DRaFT-K; K = N is full
             backpropagation through the chain, as AlignProp / VADER without truncation).
-        guidance: w embedded by the student (T2V-Turbo convention, converted to the checkpoint's).
+        w: the student's embedded guidance (T2V-Turbo convention, converted to the checkpoint's).
         generator: the source of every random draw (initial noise, per-step noise, reward frames),
             drawn in the same order whatever K, so runs differing only in K sample the same video.
         decode_checkpointing: recompute VAE decoder activations in backward.
@@ -77,29 +77,24 @@ def chain_reward_step(
     # 1. Conditioning: prompt embeddings and the guidance embedding w_emb (no grad: frozen towers).
     with torch.no_grad():
         cond = student.encode_prompt(prompts) if cond is None else cond
-    w_emb = student.w_embedding(guidance_to_w(guidance, student.guidance_convention), b)
+    w_emb = student.w_embedding(guidance_to_w(w, student.guidance_convention), b)
 
-    # 2. The sampling chain from pure noise: z_T ~ N(0, I), timesteps tau_1 > ... > tau_N.
+    # 2. The sampling chain from pure noise: z_T ~ N(0, I), timesteps tau_1 > ... > tau_N; the
+    # consistency sampler runs steps i < N - K without gradients (their output is a constant for the
+    # backward) and the last K with gradients through the network and the re-noising.
     timesteps = consistency_timesteps(num_steps, origin_steps, timestep_rule, schedule.num_train_timesteps)
     shape = student.latent_shape(b, num_frames)
     z = torch.randn(shape, generator=generator).to(dev, dtype)
-    first_grad = num_steps - backprop_steps
-    denoised = z
-    for i, t in enumerate(timesteps):
-        # 3. Steps i < N - K without gradients (their output is a constant for the backward);
-        #    steps i >= N - K with gradients through the UNet and the re-noising.
-        with torch.set_grad_enabled(i >= first_grad):
-            t_batch = torch.full((b,), int(t), dtype=torch.long, device=dev)
-            out = student.model_output(z, t_batch, cond, w_emb).float()
-            x0, _ = schedule.to_x0_eps(out, z.float(), t_batch)
-            # f_theta(z_t, t) = c_skip(t) z_t + c_out(t) x0  (LCM Eq. 9)
-            denoised = consistency_output(z.float(), x0, int(t), sigma_data, timestep_scaling)
-            if i + 1 < num_steps:
-                noise = torch.randn(shape, generator=generator).to(dev)
-                # z_{t'} = sqrt(abar_{t'}) denoised + sqrt(1 - abar_{t'}) eps  (LCM multistep sampling)
-                z = schedule.add_noise(denoised, noise, int(timesteps[i + 1])).to(dtype)
 
-    # 4. Decode the final sample (only each reward's frames) and score: loss = -sum_i beta_i R_i.
+    def model_fn(z_t: Tensor, t: Tensor) -> Tensor:
+        return student.model_output(z_t, t, cond, w_emb)
+
+    denoised = consistency_sample(
+        model_fn, schedule, shape, timesteps, generator=generator, latents=z, sigma_data=sigma_data,
+        timestep_scaling=timestep_scaling, grad_last_k=backprop_steps,
+    )  # fmt: skip
+
+    # 3. Decode the final sample (only each reward's frames) and score: loss = -sum_i beta_i R_i.
     def decode(latents: Tensor, frames: list[int]) -> Tensor:
         return student.decode_latents(latents.to(dtype), frames, checkpoint=decode_checkpointing)
 

@@ -1,24 +1,31 @@
-"""The backbone contract: the one narrow interface every text-to-video model is adapted to.
+"""The backbone contract: a narrow denoiser protocol, a training mixin, and `Backbone`, both together.
 
 Conventions (stated once, used everywhere):
 - Video tensors are (B, C, T, H, W); pixels are in [-1, 1] (black = -1).
 - Latents are (B, c, T, h, w), already multiplied by the VAE's scaling factor
   (`encode_video` multiplies, `decode_latents` divides).
-- Timesteps are integer tensors (B,) in [0, schedule.num_train_timesteps).
+- Timesteps are (B,) tensors in the schedule's units (integers in [0, num_train_timesteps) for a
+  discrete DDPM schedule).
 - Guidance convention "t2v-turbo": the student embeds w itself, where the teacher's CFG is
   eps_c + w (eps_c - eps_u) (Imagen scale 1 + w). diffusers' LCM pipelines embed w - 1 instead
   (convention "diffusers-lcm"); `guidance_to_w` converts on load.
 
-An adapter subclasses `Backbone` and implements the abstract methods; samplers, losses and the
-distillation step only ever talk to this interface.
+Two layers:
+- `Denoiser` (a typing Protocol): all that samplers, `distill_step`, the chain baseline and generation
+  call. Anything with these members works there, subclass or not.
+- `TrainableMixin`: what training and export need on top (a student with a w embedding, LoRA,
+  gradient checkpointing, trainable parameters, persistence). It works on one network, the attribute
+  named by `denoiser_attr` ("unet" unless an adapter says otherwise).
+An adapter subclasses `Backbone` (nn.Module + both) and implements the abstract methods.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.utils.checkpoint
@@ -30,7 +37,7 @@ GUIDANCE_CONVENTIONS = ("t2v-turbo", "diffusers-lcm")
 
 
 def guidance_to_w(guidance: float, convention: str) -> float:
-    """Map a user-facing guidance value to the w the student embeds for `convention`."""
+    """Map a user-facing w (T2V-Turbo convention) to the value the student embeds for `convention`."""
     if convention == "t2v-turbo":
         return float(guidance)
     if convention == "diffusers-lcm":
@@ -39,45 +46,32 @@ def guidance_to_w(guidance: float, convention: str) -> float:
     raise ValueError(f"unknown guidance convention {convention!r}; valid: {list(GUIDANCE_CONVENTIONS)}")
 
 
-class Backbone(nn.Module, abc.ABC):
-    """A text-to-video latent diffusion model behind one narrow contract.
+@runtime_checkable
+class Denoiser(Protocol):
+    """The narrow model contract the sampling and distillation math uses.
 
     Attributes:
-        schedule: the model's training noise schedule (and prediction type).
-        w_embedding_dim: size of the guidance embedding the UNet takes, or None for a teacher.
-        guidance_convention: how w was embedded when this student was trained.
-        native_fps: frame rate of the model's training videos (metadata; VC2 also conditions on it).
-        resolution: (T, H, W) of the model's videos in pixels.
+        schedule: the training noise schedule (`to_x0_eps`, `add_noise`, `consistency_scalings`).
+        w_embedding_dim: size of the guidance embedding the network takes, or None for a teacher.
+        guidance_convention: how the student embeds w ("t2v-turbo" or "diffusers-lcm", `guidance_to_w`).
     """
 
     schedule: NoiseSchedule
-    w_embedding_dim: int | None = None
-    guidance_convention: str = "t2v-turbo"
-    native_fps: int = 8
-    resolution: tuple[int, int, int] = (16, 256, 256)
-    family: str = "base"
+    w_embedding_dim: int | None
+    guidance_convention: str
 
-    # ------------------------------------------------------------------ text
-    @abc.abstractmethod
     def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
         """prompts -> text conditioning (B, L, D) (no grad; text towers stay frozen)."""
+        ...
 
-    # ------------------------------------------------------------------ denoiser
-    @abc.abstractmethod
     def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
-        """The UNet's raw output in `schedule.prediction_type` for latents z_t (B, c, T, h, w)."""
+        """The network's raw output in `schedule`'s parameterisation for latents z_t (B, c, T, h, w)."""
+        ...
 
-    def predict_noise(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
-        """eps-prediction for z_t, whatever the model's own parameterisation."""
-        out = self.model_output(z_t, t, cond, w_emb)
-        return self.schedule.to_x0_eps(out, z_t, t)[1]
-
-    # ------------------------------------------------------------------ VAE
-    @abc.abstractmethod
     def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """video (B, 3, T, H, W) in [-1, 1] -> scaled latents (posterior sample x scaling factor)."""
+        ...
 
-    @abc.abstractmethod
     def decode_latents(
         self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
     ) -> Tensor:
@@ -87,11 +81,44 @@ class Backbone(nn.Module, abc.ABC):
             frames: decode only these frame indices (T' = len(frames)); None decodes all.
             checkpoint: recompute decoder activations in backward to save memory.
         """
+        ...
 
-    # ------------------------------------------------------------------ training affordances
+    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
+        """Latent shape (B, c, T, h, w) for a batch of videos at the model's resolution."""
+        ...
+
+    def w_embedding(self, w: Tensor | float, batch: int | None = None) -> Tensor | None:
+        """The guidance embedding of w (None for a model without one)."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+class TrainableMixin(abc.ABC):
+    """Training and export affordances of an nn.Module backbone.
+
+    Needs: `self.<denoiser_attr>` (default `self.unet`), the nn.Module that trains; the host class
+    is an nn.Module (for `requires_grad_`) that also carries `schedule`, `w_embedding_dim`,
+    `guidance_convention`, `family`, `native_fps` and `resolution` (the saved metadata).
+    """
+
+    denoiser_attr: ClassVar[str] = "unet"
+
+    @property
+    def denoiser_module(self) -> nn.Module:
+        """The trainable network (the UNet of a UNet backbone)."""
+        return getattr(self, self.denoiser_attr)
+
+    def _set_denoiser_module(self, module: nn.Module) -> None:
+        setattr(self, self.denoiser_attr, module)
+
     @abc.abstractmethod
     def make_student(self, w_embedding_dim: int = 256, init: str = "normal", seed: int = 0) -> Backbone:
-        """A copy of this (teacher) backbone whose UNet takes a w embedding (`time_cond_proj`).
+        """A copy of this (teacher) backbone whose network takes a w embedding (`time_cond_proj`).
 
         init: "normal" (a seeded default PyTorch Linear init, as the released code) or "zero"
         (the student then starts exactly equal to the teacher).
@@ -99,53 +126,29 @@ class Backbone(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute UNet block activations in backward."""
+        """Recompute the network's block activations in backward."""
 
     def add_lora(self, rank: int = 64, alpha: float | None = None, dropout: float = 0.0, **kw) -> None:
-        """Inject peft LoRA into every Linear/Conv of the UNet (see models/lora.py)."""
+        """Inject peft LoRA into every Linear/Conv of the network (see models/lora.py)."""
         from .lora import add_lora
 
-        self.unet = add_lora(self.unet, rank=rank, alpha=alpha, dropout=dropout, **kw)
+        self._set_denoiser_module(
+            add_lora(self.denoiser_module, rank=rank, alpha=alpha, dropout=dropout, **kw)
+        )
 
     def merge_lora(self) -> None:
         """Fold LoRA weights into the base weights (for inference and native export)."""
         from .lora import merge_lora
 
-        self.unet = merge_lora(self.unet)
+        self._set_denoiser_module(merge_lora(self.denoiser_module))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.unet.parameters() if p.requires_grad]
+        return [p for p in self.denoiser_module.parameters() if p.requires_grad]
 
     def freeze(self) -> Backbone:
         """Freeze every parameter (teacher / target use); returns self."""
         self.requires_grad_(False)
         return self
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels) if hasattr(self.unet, "config") else 4
-
-    @abc.abstractmethod
-    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
-        """Latent shape (B, c, T, h, w) for a batch of videos at the model's resolution."""
-
-    def w_embedding(self, w: Tensor | float, batch: int | None = None) -> Tensor | None:
-        """Guidance embedding for the student (None for a teacher without time_cond_proj)."""
-        if self.w_embedding_dim is None:
-            return None
-        w = torch.as_tensor(w, dtype=torch.float32)
-        if w.dim() == 0:
-            w = w.expand(batch or 1)
-        return guidance_embedding(w, self.w_embedding_dim).to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ persistence
     @abc.abstractmethod
@@ -173,14 +176,73 @@ class Backbone(nn.Module, abc.ABC):
         Path(path, "t2v_turbo.json").write_text(json.dumps(meta, indent=2))
 
 
+class Backbone(TrainableMixin, nn.Module):
+    """A text-to-video latent diffusion model: the `Denoiser` protocol (abstract here) plus training.
+
+    Attributes:
+        schedule: the model's training noise schedule (and prediction type).
+        w_embedding_dim: size of the guidance embedding the network takes, or None for a teacher.
+        guidance_convention: how w was embedded when this student was trained.
+        native_fps: frame rate of the model's training videos (metadata; VC2 also conditions on it).
+        resolution: (T, H, W) of the model's videos in pixels.
+    """
+
+    schedule: NoiseSchedule
+    w_embedding_dim: int | None = None
+    guidance_convention: str = "t2v-turbo"
+    native_fps: int = 8
+    resolution: tuple[int, int, int] = (16, 256, 256)
+    family: str = "base"
+
+    # ------------------------------------------------------------------ the Denoiser protocol
+    @abc.abstractmethod
+    def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
+        """prompts -> text conditioning (B, L, D) (no grad; text towers stay frozen)."""
+
+    @abc.abstractmethod
+    def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        """The network's raw output in `schedule.prediction_type` for latents z_t (B, c, T, h, w)."""
+
+    @abc.abstractmethod
+    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """video (B, 3, T, H, W) in [-1, 1] -> scaled latents (posterior sample x scaling factor)."""
+
+    @abc.abstractmethod
+    def decode_latents(
+        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+    ) -> Tensor:
+        """Scaled latents (B, c, T, h, w) -> video (B, 3, T', H, W) in [-1, 1], differentiable."""
+
+    @abc.abstractmethod
+    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
+        """Latent shape (B, c, T, h, w) for a batch of videos at the model's resolution."""
+
+    def w_embedding(self, w: Tensor | float, batch: int | None = None) -> Tensor | None:
+        """Guidance embedding for the student (None for a teacher without time_cond_proj)."""
+        if self.w_embedding_dim is None:
+            return None
+        w = torch.as_tensor(w, dtype=torch.float32)
+        if w.dim() == 0:
+            w = w.expand(batch or 1)
+        return guidance_embedding(w, self.w_embedding_dim).to(self.device, self.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser_module.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser_module.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        net = self.denoiser_module
+        return int(net.config.in_channels) if hasattr(net, "config") else 4
+
+
 def read_metadata(path: str | Path) -> dict:
     f = Path(path, "t2v_turbo.json")
     return json.loads(f.read_text()) if f.exists() else {}
-
-
-def frozen_parameters_have_no_grad(modules: Iterable[nn.Module]) -> bool:
-    """True when no parameter of `modules` holds a gradient (a test helper for gradient flow)."""
-    return all(p.grad is None for m in modules for p in m.parameters())
 
 
 class FrameVAEMixin:

@@ -10,18 +10,11 @@ prints the effective weight of each term: weight x (ranks computing it) / world 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from ..distill import distill_step
-from ..errors import UserError
-from ..models.base import Backbone
+from ..errors import ConfigError
 from ..rewards.base import RewardTerm
-from ..solvers import DDIMSolver
 
 CD = "consistency"
 
@@ -57,7 +50,7 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
         world: the number of processes.
 
     Raises:
-        UserError: a rank outside the world, a term on no rank, or a rank with nothing to compute.
+        ConfigError: a rank outside the world, a term on no rank, or a rank with nothing to compute.
     """
     names = [t.name for t in terms]
     mode = cfg.train.placement
@@ -65,7 +58,7 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
         ranks = {n: list(range(world)) for n in [CD, *names]}
     elif mode == "released":
         if world < 2:
-            raise UserError(
+            raise ConfigError(
                 "train.placement=released needs >= 2 processes (the released code used 8: ranks 0-5 CD + "
                 "image "
                 "rewards, 6-7 video rewards); with 1 process use train.placement=all"
@@ -84,41 +77,13 @@ def resolve_placement(cfg, terms: Sequence[RewardTerm], world: int) -> Placement
     for n, r in ranks.items():
         bad = [x for x in r if not 0 <= x < world]
         if bad:
-            raise UserError(
+            raise ConfigError(
                 f"placement of {n!r} names rank(s) {bad}, but this run has {world} process(es) "
                 f"(ranks 0..{world - 1})"
             )
         if not r:
-            raise UserError(f"placement puts {n!r} on no rank: the term would be silently dropped")
+            raise ConfigError(f"placement puts {n!r} on no rank: the term would be silently dropped")
     idle = [k for k in range(world) if not any(k in r for r in ranks.values())]
     if idle:
-        raise UserError(f"placement gives rank(s) {idle} no loss term to compute")
+        raise ConfigError(f"placement gives rank(s) {idle} no loss term to compute")
     return Placement({n: sorted(r) for n, r in ranks.items()}, world)
-
-
-def reward_only_step(
-    student: Backbone,
-    solver: DDIMSolver,
-    z0: Tensor,
-    prompts: Sequence[str],
-    cond: Tensor,
-    rewards: Sequence[RewardTerm],
-    config,
-    generator: torch.Generator | None = None,
-) -> dict[str, Tensor]:
-    """The reward part of Algorithm 1 alone, for ranks that do not compute the consistency loss:
-    `distill_step` with `compute_cd=False` (same random draws; no teacher or target calls)."""
-    terms = distill_step(
-        student,
-        None,
-        solver,
-        z0,
-        prompts,
-        cond,
-        None,
-        rewards,
-        dataclasses.replace(config, compute_cd=False),
-        generator=generator,
-    )
-    terms.pop("loss_cd", None)
-    return terms
