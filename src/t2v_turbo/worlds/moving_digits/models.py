@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ...models.tiny import bytes_to_unicode
+from ...tokenizers import bytes_to_unicode
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "moving_digits"
 
@@ -18,10 +18,24 @@ VAE_CHANNELS = (32, 64, 64)  # 3 levels -> 4x downsampling: 32x32 frames -> 4x8x
 
 
 def build_vae(seed: int = 0, channels: tuple[int, ...] = VAE_CHANNELS):
-    """A fresh AutoencoderKL for 32x32 RGB frames with 4 latent channels (downsampling 2^(levels-1))."""
-    from ...models.tiny import tiny_vae
+    """A fresh (seeded) AutoencoderKL for 32x32 RGB frames with 4 latent channels (downsampling
+    2^(levels-1)), in train mode."""
+    from diffusers import AutoencoderKL
 
-    return tiny_vae(seed, channels, norm_num_groups=16, sample_size=32).train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=channels,
+            layers_per_block=1,
+            norm_num_groups=16,
+            sample_size=32,
+        )
+    return vae.train()
 
 
 def load_vae(path: str | Path | None = None):
