@@ -325,10 +325,20 @@ class EulerStub:
         return (1 - s) * x0 + s * eps  # x + (s_end - s) v with v = eps - x0
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "flow"])
+@pytest.mark.parametrize("kind", ["ddpm", "flow-stub", "flow"])
 def test_distill_step_matches_algorithm_1_by_hand(kind):
-    schedule = NoiseSchedule.make() if kind == "ddpm" else FlowStub()
-    solver = DDIMSolver(schedule, 50) if kind == "ddpm" else EulerStub(20)
+    """distill_step on a DDPM schedule + DDIMSolver, and unchanged on flow matching (a stub, and the
+    library's FlowSchedule + EulerSolver at shift 1), against Algorithm 1 computed by hand."""
+    from t2v_turbo.flow import EulerSolver, FlowSchedule
+
+    if kind == "ddpm":
+        schedule = NoiseSchedule.make()
+        solver = DDIMSolver(schedule, 50)
+    elif kind == "flow-stub":
+        schedule, solver = FlowStub(), EulerStub(20)
+    else:
+        schedule = FlowSchedule(shift=1.0)
+        solver = EulerSolver(schedule, 20)
     student = LinearDenoiser(schedule, 0.3, 0.8, 0.02, 0.5)
     teacher = LinearDenoiser(schedule, -0.2, 0.4, 0.0, 1.5, student=False)
     g = torch.Generator().manual_seed(0)
@@ -347,9 +357,20 @@ def test_distill_step_matches_algorithm_1_by_hand(kind):
         cfg,
         generator=torch.Generator().manual_seed(3),
     )
+    # abar is an input here (the schedule itself is parity-tested against diffusers in test_schedule.py)
     abar = NoiseSchedule.make().alphas_cumprod.double().numpy()
     loss, w, t = _hand_algorithm_1(
-        kind, student, teacher, abar, z0, cond, uncond, 3, solver.num_points, (2.0, 8.0), 0.001
+        kind.removesuffix("-stub"),
+        student,
+        teacher,
+        abar,
+        z0,
+        cond,
+        uncond,
+        3,
+        solver.num_points,
+        (2.0, 8.0),
+        0.001,
     )
     assert float(out["loss_cd"]) == pytest.approx(loss, rel=1e-6)
     assert float(out["loss"].detach()) == pytest.approx(loss, rel=1e-6)  # no rewards: L = L_CD
