@@ -1,0 +1,813 @@
+"""Adapter for Wan2.1 text-to-video through diffusers: `WanTransformer3DModel` (a flow-matching DiT
+predicting the velocity), `AutoencoderKLWan` (a causal 3D VAE, 8x spatial / 4x temporal) and a UMT5
+text encoder, behind the backbone contract (models/base.py).
+
+What differs from the DDPM adapters (docs/flow_matching.md):
+- the schedule is a `flow.FlowSchedule`: timesteps are float tensors t = 1000 s, the model output is
+  v = eps - x0, and the consistency function is f(x_s, s) = x_s - s v;
+- latents are the VAE posterior sample normalised per channel, (z - mean) / std, with the mean / std
+  stored in the VAE config (WanPipeline divides by 1 / std and adds the mean before decoding);
+- clips have 4k + 1 frames (latent frame 0 <-> pixel frame 0, latent frame j >= 1 <-> pixel frames
+  4j - 3 .. 4j); the decoder is causal, so pixel frame p depends on every latent frame up to its own:
+  `decode_latents(frames=...)` decodes the smallest exact span, the latent prefix ending at the latent
+  frame of the last requested frame (a window starting later would not reproduce the same pixels);
+- Wan has no guidance-scale embedding. `make_student(w_embedding_dim=D)` adds one (option a): a
+  zero-initialised Linear(D -> freq_dim, no bias) whose output is added to the timestep sinusoid
+  before the time-embedding MLP (as LCM's / T2V-Turbo's `time_cond_proj`), so the student takes w and
+  starts equal to its teacher. `make_student(w_embedding_dim=None, fixed_w=w)` (option b) keeps the
+  plain architecture: the student is distilled at one w (distill.w_min = distill.w_max = w) and is run
+  without CFG (cfg 1), as Wan distillations do; it stays loadable by `WanPipeline` as is.
+
+Folders: a diffusers `WanPipeline` folder (model_index.json, transformer/, vae/, text_encoder/,
+tokenizer/, scheduler/), the layout of Wan-AI/Wan2.1-T2V-1.3B-Diffusers, loaded strictly (a missing
+component, a wrong class or mismatched shapes is a one-line `CheckpointError` naming the component),
+plus `t2v_turbo.json` and, for option (a), `guidance_proj.safetensors`. `save_pretrained` writes the
+same layout (the transformer merged and plain, so `WanPipeline.from_pretrained` reads it).
+
+Nothing here runs at import time; diffusers / transformers are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, InputError
+from ..flow import FlowSchedule
+from .base import Backbone, read_metadata
+
+# component -> (library, accepted classes); None: any class of that library (the tokenizer)
+WAN_COMPONENTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "transformer": ("diffusers", ("WanTransformer3DModel",)),
+    "vae": ("diffusers", ("AutoencoderKLWan",)),
+    "text_encoder": ("transformers", ("UMT5EncoderModel", "T5EncoderModel")),
+    "tokenizer": ("transformers", None),
+    "scheduler": (
+        "diffusers",
+        (
+            "UniPCMultistepScheduler",
+            "FlowMatchEulerDiscreteScheduler",
+            "FlowMatchLCMScheduler",
+            "FlowMatchHeunDiscreteScheduler",
+        ),
+    ),
+}
+GUIDANCE_FILE = "guidance_proj.safetensors"
+DEFAULT_RESOLUTION = (81, 480, 832)  # Wan2.1-T2V-1.3B: 480x832, 81 frames at 16 fps
+
+
+# ------------------------------------------------------------------------------------ clip lengths
+def check_num_frames(num_frames: int, temporal: int = 4, round_to_valid: bool = False) -> int:
+    """Wan clips have `temporal` k + 1 frames (1, 5, 9, ..., 81). Returns a valid count.
+
+    Raises:
+        InputError: a count that is not k * temporal + 1 (one line, naming the nearest valid ones),
+            unless `round_to_valid`, which rounds to the nearest valid count (ties go down) and warns.
+    """
+    n = int(num_frames)
+    if n >= 1 and (n - 1) % temporal == 0:
+        return n
+    lo = max(1, (n - 1) // temporal * temporal + 1)
+    hi = lo + temporal
+    if not round_to_valid:
+        raise InputError(
+            f"Wan clips have {temporal}k + 1 frames (1, 5, 9, ..., 81); got {num_frames}: use {lo} or {hi}"
+        )
+    out = lo if n - lo <= hi - n else hi
+    warnings.warn(
+        f"rounding {num_frames} frames to {out} (Wan clips have {temporal}k + 1 frames)", stacklevel=2
+    )
+    return out
+
+
+def latent_frame_of(frame: int, temporal: int = 4) -> int:
+    """The latent frame holding pixel frame p of a causal Wan clip: 0 for p = 0, else (p - 1) // 4 + 1."""
+    return 0 if frame == 0 else (frame - 1) // temporal + 1
+
+
+def pixel_frames(latent_frames: int, temporal: int = 4) -> int:
+    """Frames decoded from `latent_frames` latent frames: 1 + 4 (n - 1)."""
+    return 1 + temporal * (latent_frames - 1)
+
+
+# ------------------------------------------------------------------------------------ guidance embedding
+def _stash_w_emb(module: nn.Module, args, kwargs):
+    """Forward pre-hook of the transformer: take our `w_emb` keyword out of the call (diffusers' forward
+    does not know it) and hand it to the time embedder for this call only."""
+    module.condition_embedder.time_embedder._t2v_w_emb = kwargs.pop("w_emb", None)
+    return args, kwargs
+
+
+def _add_guidance(module: nn.Module, args):
+    """Forward pre-hook of `condition_embedder.time_embedder` (TimestepEmbedding): its input, the
+    timestep sinusoid (B, freq_dim), plus guidance_proj(w_emb), before the MLP (LCM's time_cond_proj)."""
+    w = module.__dict__.get("_t2v_w_emb")
+    if w is None:
+        return None
+    (sample, *rest) = args
+    proj = module.guidance_proj
+    # emb = sinusoid(t) + W_g w_emb  (W_g zero-initialised: the student starts equal to the teacher)
+    return (sample + proj(w.to(proj.weight.device, proj.weight.dtype)).to(sample.dtype), *rest)
+
+
+def attach_guidance(
+    transformer: nn.Module, w_embedding_dim: int, init: str = "zero", seed: int = 0
+) -> nn.Linear:
+    """Give a WanTransformer3DModel a guidance embedding: `transformer(..., w_emb=...)` then adds
+    Linear(w_embedding_dim -> freq_dim, bias=False)(w_emb) to the timestep sinusoid.
+
+    The projection lives at `condition_embedder.time_embedder.guidance_proj` (kept in float32 with the
+    time embedder, whose diffusers keys stay unchanged). init "zero" (default): the student starts
+    exactly equal to its teacher; "normal": PyTorch's default Linear init from `seed`.
+    """
+    if init not in ("zero", "normal"):
+        raise ValueError(f"unknown init {init!r}; valid: ['zero', 'normal']")
+    te = transformer.condition_embedder.time_embedder
+    if hasattr(te, "guidance_proj"):
+        raise ValueError("this transformer already has a guidance embedding")
+    freq_dim = int(transformer.config.freq_dim)
+    ref = te.linear_1.weight
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        proj = nn.Linear(w_embedding_dim, freq_dim, bias=False)
+    if init == "zero":
+        nn.init.zeros_(proj.weight)
+    te.guidance_proj = proj.to(ref.device, ref.dtype)
+    te._t2v_w_emb = None
+    transformer.register_forward_pre_hook(_stash_w_emb, with_kwargs=True)
+    te.register_forward_pre_hook(_add_guidance)
+    return te.guidance_proj
+
+
+def guidance_proj_of(transformer: nn.Module) -> nn.Linear | None:
+    return getattr(transformer.condition_embedder.time_embedder, "guidance_proj", None)
+
+
+# ------------------------------------------------------------------------------------ tokenizer / tiny
+def _tiny_tokenizer(max_length: int = 16):
+    """A character-level T5-style tokenizer built in code (no hub): <pad> = 0, </s> = 1 appended,
+    <unk> = 2, printable ASCII 3..97. A `PreTrainedTokenizerFast`, so it saves and reloads offline."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(i) for i in range(32, 127)]
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def tiny_wan_components(seed: int = 0, text_dim: int = 32, max_length: int = 16) -> dict:
+    """Seeded tiny Wan components in code (diffusers' own Wan test sizes): a 2-layer transformer with
+    2 heads x 12 dims, FFN 32, text_dim 32; AutoencoderKLWan base_dim 3, z_dim 16 (8x spatial, 4x
+    temporal); a 2-layer UMT5 encoder (d_model 32); a character tokenizer. ~66K parameters in all."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _tiny_tokenizer(max_length)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=text_dim,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=text_dim,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        )
+    return {
+        "transformer": transformer.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+    }
+
+
+def tiny_wan(seed: int = 0, frames: int = 9, size: int = 16, shift: float = 3.0) -> WanBackbone:
+    """A tiny Wan teacher (9 frames at 16x16 -> latents (16, 3, 2, 2)), for tests and benchmarks."""
+    c = tiny_wan_components(seed)
+    return WanBackbone(
+        c["transformer"],
+        c["vae"],
+        c["text_encoder"],
+        c["tokenizer"],
+        FlowSchedule(shift=shift),
+        resolution=(frames, size, size),
+        max_sequence_length=16,
+    )
+
+
+# ------------------------------------------------------------------------------------ the backbone
+class WanBackbone(Backbone):
+    """Wan2.1 (diffusers) behind the backbone contract; `self.unet` is the WanTransformer3DModel.
+
+    Args:
+        transformer, vae, text_encoder, tokenizer: the `WanPipeline` components.
+        schedule: a `FlowSchedule` (default shift 3.0, Wan2.1's 480p value).
+        resolution: (T, H, W) in pixels; T = 4k + 1, H and W multiples of 16.
+        max_sequence_length: text tokens (WanPipeline: 512), padded with zero embeddings.
+        scheduler: the diffusers scheduler to write back on save (default: Euler with the shift).
+        fixed_w: option (b) students: the w they were distilled at (metadata; run them at cfg 1).
+    """
+
+    family = "wan"
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        schedule: FlowSchedule | None = None,
+        native_fps: int = 16,
+        resolution: tuple[int, int, int] = DEFAULT_RESOLUTION,
+        guidance_convention: str = "t2v-turbo",
+        max_sequence_length: int = 512,
+        scheduler=None,
+        fixed_w: float | None = None,
+    ):
+        super().__init__()
+        self.unet, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.schedule = schedule or FlowSchedule(shift=3.0)
+        self.native_fps = int(native_fps)
+        self.guidance_convention = guidance_convention
+        self.max_sequence_length = int(max_sequence_length)
+        self.scheduler = scheduler
+        self.fixed_w = fixed_w
+        t, h, w = resolution
+        check_num_frames(t, self.temporal_factor)
+        mult = self.spatial_factor * int(transformer.config.patch_size[1])
+        if h % mult or w % mult:
+            raise InputError(f"Wan needs height and width divisible by {mult}; got {h}x{w}")
+        self.resolution = (int(t), int(h), int(w))
+        proj = guidance_proj_of(transformer)
+        self.w_embedding_dim = None if proj is None else int(proj.in_features)
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self.register_buffer("latents_mean", mean, persistent=False)
+        self.register_buffer("latents_std", std, persistent=False)
+
+    @property
+    def transformer(self) -> nn.Module:
+        return self.unet
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The transformer's compute dtype (its patch embedding's; the first parameter of a bf16 Wan
+        is the fp32 `scale_shift_table`)."""
+        pe = self.unet.patch_embedding
+        pe = pe.get_base_layer() if hasattr(pe, "get_base_layer") else pe  # under LoRA
+        return pe.weight.dtype
+
+    @property
+    def temporal_factor(self) -> int:
+        return int(getattr(self.vae.config, "scale_factor_temporal", None) or 4)
+
+    @property
+    def spatial_factor(self) -> int:
+        return int(getattr(self.vae.config, "scale_factor_spatial", None) or 8)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
+        """prompts -> (B, max_sequence_length, d_model), as WanPipeline: cleaned text, padded to the
+        full length with add_special_tokens, the encoder run with the attention mask, and every
+        position after the prompt's own tokens set to zero."""
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        texts = [prompt_clean(p) for p in prompts]
+        enc = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        dev = self.text_encoder.device
+        ids, mask = enc.input_ids.to(dev), enc.attention_mask.to(dev)
+        hidden = self.text_encoder(ids, mask).last_hidden_state  # (B, L, D)
+        seq_len = mask.gt(0).sum(dim=1)
+        keep = torch.arange(hidden.shape[1], device=dev)[None, :] < seq_len[:, None]  # (B, L)
+        # positions past each prompt's length are zeros (WanPipeline: u[:len] padded with zeros)
+        hidden = torch.where(keep[..., None], hidden, torch.zeros((), dtype=hidden.dtype, device=dev))
+        return hidden.to(self.dtype)
+
+    # ------------------------------------------------------------------ denoiser
+    def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        """The velocity v = eps - x0 at z_t (B, 16, T', h, w); t = 1000 s, float (B,) or scalar."""
+        t = torch.as_tensor(t, device=z_t.device)
+        if not t.is_floating_point():
+            t = t.float()
+        if t.dim() == 0:
+            t = t.expand(z_t.shape[0])
+        extra = {}
+        if w_emb is not None:
+            if self.w_embedding_dim is None:
+                raise ValueError(
+                    "this backbone has no guidance embedding (a teacher or a fixed-w student); pass w_emb=None"
+                )
+            extra["w_emb"] = w_emb
+        dtype = self.dtype
+        # (B, c, T', h, w) -> (B, c, T', h, w)
+        return self.unet(
+            hidden_states=z_t.to(dtype),
+            timestep=t,
+            encoder_hidden_states=cond.to(dtype),
+            return_dict=False,
+            **extra,
+        )[0]
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.out_channels)
+
+    def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
+        """(B, 16, (T - 1) / 4 + 1, H / 8, W / 8); T must be 4k + 1 (else InputError)."""
+        t, h, w = self.resolution
+        t = check_num_frames(num_frames or t, self.temporal_factor)
+        sf = self.spatial_factor
+        return (batch, self.latent_channels, (t - 1) // self.temporal_factor + 1, h // sf, w // sf)
+
+    # ------------------------------------------------------------------ VAE
+    @torch.no_grad()
+    def encode_video(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """video (B, 3, 4k + 1, H, W) in [-1, 1] -> normalised latents (posterior sample - mean) / std."""
+        check_num_frames(video.shape[2], self.temporal_factor)
+        raw = self.vae.encode(video.to(self.vae.dtype)).latent_dist.sample(generator=generator)
+        mean, std = self.latents_mean.to(raw.device), self.latents_std.to(raw.device)
+        # z = (z_raw - mean) / std  (WanPipeline decodes z / (1 / std) + mean)
+        return ((raw.float() - mean) / std).to(raw.dtype)
+
+    def decode_latents(
+        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+    ) -> Tensor:
+        """Normalised latents (B, 16, n, h, w) -> video (B, 3, T', H, W), differentiable (not clamped).
+
+        frames: pixel frame indices in [0, 1 + 4 (n - 1)); only the latent prefix up to the latent
+            frame of the last requested frame is decoded (the causal decoder's smallest exact span).
+        checkpoint: recompute the decoder's activations in backward (peak = one decode's forward).
+        """
+        from ..weights import checkpointed_call
+
+        n = z.shape[2]
+        total = pixel_frames(n, self.temporal_factor)
+        idx = None
+        if frames is not None:
+            idx = torch.as_tensor(frames, dtype=torch.long).flatten().cpu()
+            if idx.numel() == 0:
+                raise InputError("decode_latents: no frames requested")
+            if int(idx.min()) < 0 or int(idx.max()) >= total:
+                raise InputError(f"frames must be in [0, {total}) for {n} latent frames; got {idx.tolist()}")
+            span = latent_frame_of(int(idx.max()), self.temporal_factor) + 1
+            z = z[:, :, :span]
+        mean, std = self.latents_mean.to(z.device), self.latents_std.to(z.device)
+        # z_raw = z * std + mean
+        raw = (z.float() * std + mean).to(self.vae.dtype)
+
+        def _decode(x: Tensor) -> Tensor:
+            return self.vae.decode(x, return_dict=False)[0]
+
+        video = checkpointed_call(self.vae, _decode, raw) if checkpoint else _decode(raw)
+        return video if idx is None else video[:, :, idx.to(video.device)]
+
+    # ------------------------------------------------------------------ training affordances
+    def make_student(
+        self,
+        w_embedding_dim: int | None = 256,
+        init: str = "zero",
+        seed: int = 0,
+        fixed_w: float | None = None,
+    ) -> WanBackbone:
+        """A trainable copy of the teacher transformer.
+
+        w_embedding_dim: option (a), the student takes w through a new guidance embedding (see
+            `attach_guidance`; init "zero" starts it equal to the teacher); None: option (b), the plain
+            architecture, distilled at one w (record it as `fixed_w`) and sampled at cfg 1.
+        """
+        if guidance_proj_of(self.unet) is not None:
+            raise ValueError("make_student needs a teacher (this backbone already has a guidance embedding)")
+        transformer = copy.deepcopy(self.unet)
+        if w_embedding_dim is not None:
+            attach_guidance(transformer, int(w_embedding_dim), init, seed)
+        transformer.requires_grad_(True)
+        return WanBackbone(
+            transformer,
+            self.vae,
+            self.text_encoder,
+            self.tokenizer,
+            self.schedule,
+            self.native_fps,
+            self.resolution,
+            self.guidance_convention,
+            self.max_sequence_length,
+            self.scheduler,
+            fixed_w=fixed_w if w_embedding_dim is None else None,
+        )
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """diffusers' own block checkpointing of WanTransformer3DModel (state-dict keys unchanged)."""
+        if enabled:
+            self.unet.enable_gradient_checkpointing()
+        else:
+            self.unet.disable_gradient_checkpointing()
+
+    def add_lora(self, rank: int = 64, alpha: float | None = None, dropout: float = 0.0, **kw) -> None:
+        """peft LoRA on every Linear / Conv of the transformer (models/lora.py); the guidance projection
+        (option a) is not LoRA'd but trained in full (freq_dim x w_dim weights, zero-initialised)."""
+        from .lora import add_lora
+
+        exclude = tuple(kw.pop("exclude", ())) + ("guidance_proj",)
+        self.unet = add_lora(self.unet, rank=rank, alpha=alpha, dropout=dropout, exclude=exclude, **kw)
+        proj = guidance_proj_of(self.unet)
+        if proj is not None:
+            proj.requires_grad_(True)
+
+    # ------------------------------------------------------------------ export helpers
+    def plain_transformer(self, w: float | None = None) -> nn.Module:
+        """A plain `WanTransformer3DModel` (a new module; self unchanged): LoRA merged, no guidance
+        embedding. With `w` (option a), the guidance term at that w is folded exactly into the time
+        embedder's first bias: linear_1(x + W_g e(w)) = linear_1(x) + W_1 W_g e(w).
+        """
+        from .lora import has_lora, merge_lora
+
+        src = self.unet
+        if has_lora(src):
+            src = merge_lora(copy.deepcopy(src))
+        sd = {k: v.detach().clone() for k, v in src.state_dict().items() if ".guidance_proj." not in k}
+        proj = guidance_proj_of(src)
+        if proj is not None and w is not None:
+            from ..schedule import guidance_embedding
+
+            te = src.condition_embedder.time_embedder
+            with torch.no_grad():
+                e = guidance_embedding(torch.tensor([float(w)]), proj.in_features).to(proj.weight)
+                shift = te.linear_1.weight.float() @ proj(e)[0].float()  # W_1 W_g e(w)
+                key = "condition_embedder.time_embedder.linear_1.bias"
+                sd[key] = (sd[key].float() + shift).to(sd[key].dtype)
+        from ..weights import load_strict
+
+        plain = type(src).from_config(src.config)
+        # assign=True keeps each tensor's dtype (a bf16 model keeps diffusers' fp32 modules)
+        load_strict(plain, sd, "transformer", assign=True)
+        return plain.eval()
+
+    def diffusers_scheduler(self):
+        """The scheduler written on save: the one loaded, else FlowMatchEulerDiscreteScheduler(shift)."""
+        if self.scheduler is not None:
+            return self.scheduler
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=self.schedule.num_train_timesteps, shift=self.schedule.shift
+        )
+
+    def t2v_turbo_metadata(self) -> dict:
+        return super().t2v_turbo_metadata() | {
+            "max_sequence_length": self.max_sequence_length,
+            "fixed_w": self.fixed_w,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path, save_text: bool = True, w: float | None = None) -> None:
+        """Write a `WanPipeline` folder (model_index.json, transformer/ merged and plain, vae/,
+        text_encoder/, tokenizer/, scheduler/) + t2v_turbo.json (+ guidance_proj.safetensors).
+
+        save_text=False writes only transformer/ (+ metadata): a student next to its teacher's folder.
+        w: fold the guidance embedding at this w into the transformer (option a) and save a plain
+            student (no guidance_proj file; it then runs at that w with cfg 1, like an option-b one).
+        """
+        from diffusers import WanPipeline
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        plain = self.plain_transformer(w)
+        if save_text:
+            pipe = WanPipeline(
+                tokenizer=self.tokenizer,
+                text_encoder=self.text_encoder,
+                vae=self.vae,
+                scheduler=self.diffusers_scheduler(),
+                transformer=plain,
+            )
+            pipe.save_pretrained(path)
+        else:
+            plain.save_pretrained(path / "transformer")
+        proj = guidance_proj_of(self.unet)
+        meta = {}
+        if proj is not None and w is None:
+            save_file({"weight": proj.weight.detach().float().cpu().contiguous()}, str(path / GUIDANCE_FILE))
+        elif proj is not None:
+            meta = {"w_embedding_dim": None, "fixed_w": float(w)}
+        self.write_metadata(path, meta)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        torch_dtype: torch.dtype = torch.float32,
+        base: str | Path | None = None,
+        transformer_path: str | Path | None = None,
+        vae_dtype: torch.dtype = torch.float32,
+    ) -> WanBackbone:
+        """Load a `WanPipeline` folder strictly.
+
+        Args:
+            torch_dtype: transformer and text encoder dtype (bf16 keeps diffusers' fp32 modules: the
+                time embedder, norms, rope; the guidance projection stays fp32).
+            base: folder holding vae/, text_encoder/, tokenizer/ (and model_index.json) when `path`
+                holds only a student's transformer/.
+            transformer_path: a transformer folder to use instead of `path/transformer`.
+            vae_dtype: the VAE's dtype (diffusers recommends float32 for Wan's VAE).
+        Raises:
+            CheckpointError: one line naming the component: a missing folder / file, a class in
+                model_index.json (or the component's own config) that is not a Wan one, weights that
+                are missing or of mismatched shapes, components whose sizes do not fit together.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"Wan folder not found: {path}")
+        root = Path(base) if base is not None else path
+        index = _read_index(root, path)
+        folders = {name: root / name for name in WAN_COMPONENTS}
+        folders["transformer"] = Path(transformer_path) if transformer_path else path / "transformer"
+        for name, (lib, classes) in WAN_COMPONENTS.items():
+            _check_component(root, name, index, folders[name], lib, classes)
+
+        transformer = _load_diffusers(
+            "transformer", folders["transformer"], "WanTransformer3DModel", torch_dtype, root
+        )
+        vae = _load_diffusers("vae", folders["vae"], "AutoencoderKLWan", vae_dtype, root)
+        text_encoder = _load_text_encoder(
+            folders["text_encoder"], index["text_encoder"][1], torch_dtype, root
+        )
+        tokenizer = _load_tokenizer(folders["tokenizer"], root)
+        scheduler, schedule = _load_scheduler(folders["scheduler"], index["scheduler"][1], root)
+
+        # components must fit together
+        tc, vc, ec = transformer.config, vae.config, text_encoder.config
+        if int(tc.in_channels) != int(vc.z_dim) or int(tc.out_channels) != int(vc.z_dim):
+            raise CheckpointError(
+                f"{root}: transformer in/out channels {tc.in_channels}/{tc.out_channels} do not match the vae's "
+                f"z_dim {vc.z_dim}"
+            )
+        if int(tc.text_dim) != int(ec.d_model):
+            raise CheckpointError(
+                f"{root}: transformer text_dim {tc.text_dim} does not match the text_encoder's d_model {ec.d_model}"
+            )
+
+        meta = read_metadata(path) or read_metadata(folders["transformer"].parent)
+        w_dim = meta.get("w_embedding_dim")
+        if w_dim is not None:
+            _load_guidance(transformer, int(w_dim), folders["transformer"].parent / GUIDANCE_FILE)
+        max_len = meta.get("max_sequence_length")
+        if max_len is None:
+            ml = getattr(tokenizer, "model_max_length", 512)
+            max_len = 512 if not ml or ml > 10_000 else min(int(ml), 512)
+        return cls(
+            transformer,
+            vae,
+            text_encoder,
+            tokenizer,
+            schedule,
+            native_fps=meta.get("native_fps", 16),
+            resolution=tuple(meta.get("resolution", DEFAULT_RESOLUTION)),
+            guidance_convention=meta.get("guidance_convention", "t2v-turbo"),
+            max_sequence_length=max_len,
+            scheduler=scheduler,
+            fixed_w=meta.get("fixed_w"),
+        )
+
+
+# ------------------------------------------------------------------------------------ strict loading
+def _first_line(e: BaseException) -> str:
+    line = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
+    return line[:240] or type(e).__name__
+
+
+def _read_index(root: Path, path: Path) -> dict:
+    f = root / "model_index.json"
+    if not f.is_file():
+        raise CheckpointError(
+            f"{root}: model_index.json is missing (expected a diffusers WanPipeline folder: model_index.json, "
+            "transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        )
+    try:
+        index = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: invalid JSON ({_first_line(e)})") from None
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{f}: expected a JSON object")
+    return index
+
+
+def _check_component(root: Path, name: str, index: dict, folder: Path, lib: str, classes) -> None:
+    entry = index.get(name)
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+        raise CheckpointError(f"{root}: component '{name}' is missing from model_index.json")
+    got_lib, got_cls = entry
+    if got_lib != lib or (classes is not None and got_cls not in classes):
+        want = lib if classes is None else f"{lib} {'/'.join(classes)}"
+        raise CheckpointError(
+            f"{root}: component '{name}' is {got_lib} {got_cls} in model_index.json; a Wan folder needs {want}"
+        )
+    if not folder.is_dir():
+        raise CheckpointError(f"{root}: component '{name}' is missing ({folder} not found)")
+
+
+def _config_class(name: str, folder: Path, config_file: str, root: Path) -> dict:
+    f = folder / config_file
+    if not f.is_file():
+        raise CheckpointError(f"{root}: component '{name}' has no {config_file} in {folder}")
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{root}: component '{name}': invalid {config_file} ({_first_line(e)})"
+        ) from None
+
+
+def _raise_on_loading_info(name: str, info: dict, root: Path) -> None:
+    def norm(x) -> list[str]:
+        return sorted(str(k) for k in (x or []))
+
+    missing, unexpected = norm(info.get("missing_keys")), norm(info.get("unexpected_keys"))
+    mismatched = norm(info.get("mismatched_keys"))
+    errors = [e for e in info.get("error_msgs") or [] if e]
+    if missing or mismatched or errors:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} missing weights (e.g. {missing[0]})")
+        if mismatched:
+            what.append(f"{len(mismatched)} weights of mismatched shape (e.g. {mismatched[0]})")
+        if errors:
+            what.append(_first_line(Exception(errors[0])))
+        raise CheckpointError(f"{root}: component '{name}' does not match its weights: " + "; ".join(what))
+    if unexpected:
+        warnings.warn(
+            f"{root}: component '{name}': ignoring {len(unexpected)} unexpected weights", stacklevel=3
+        )
+
+
+def _load_diffusers(name: str, folder: Path, cls_name: str, dtype: torch.dtype, root: Path):
+    import diffusers
+
+    config = _config_class(name, folder, "config.json", root)
+    if config.get("_class_name") != cls_name:
+        raise CheckpointError(
+            f"{root}: component '{name}' is {config.get('_class_name')!r} in {folder}/config.json; expected {cls_name}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = getattr(diffusers, cls_name).from_pretrained(
+                folder, torch_dtype=dtype, output_loading_info=True
+            )
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{root}: component '{name}' does not load: {_first_line(e)}") from None
+    _raise_on_loading_info(name, info, root)
+    return model.eval()
+
+
+def _load_text_encoder(folder: Path, cls_name: str, dtype: torch.dtype, root: Path):
+    import transformers
+
+    config = _config_class("text_encoder", folder, "config.json", root)
+    archs = config.get("architectures") or [cls_name]
+    if cls_name not in archs and not any(a in WAN_COMPONENTS["text_encoder"][1] for a in archs):
+        raise CheckpointError(
+            f"{root}: component 'text_encoder' is {archs} in {folder}/config.json; expected {cls_name}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = getattr(transformers, cls_name).from_pretrained(
+                folder, dtype=dtype, output_loading_info=True
+            )
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{root}: component 'text_encoder' does not load: {_first_line(e)}") from None
+    _raise_on_loading_info("text_encoder", info, root)
+    return model.eval()
+
+
+def _load_tokenizer(folder: Path, root: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, ImportError) as e:
+        raise CheckpointError(f"{root}: component 'tokenizer' does not load: {_first_line(e)}") from None
+
+
+def _load_scheduler(folder: Path, cls_name: str, root: Path):
+    import diffusers
+
+    from ..errors import ConfigError
+
+    config = _config_class("scheduler", folder, "scheduler_config.json", root)
+    try:
+        schedule = FlowSchedule.from_config(config)
+    except ConfigError as e:
+        raise CheckpointError(f"{root}: component 'scheduler': {e}") from None
+    try:
+        scheduler = getattr(diffusers, cls_name).from_config(config)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{root}: component 'scheduler' does not load: {_first_line(e)}") from None
+    return scheduler, schedule
+
+
+def _load_guidance(transformer: nn.Module, w_dim: int, file: Path) -> None:
+    from ..weights import load_strict, read_state_dict
+
+    if not file.is_file():
+        raise CheckpointError(f"{file.parent}: component 'guidance_proj' is missing ({file.name} not found)")
+    attach_guidance(transformer, w_dim, "zero")
+    load_strict(guidance_proj_of(transformer), read_state_dict(file), f"component 'guidance_proj' ({file})")
+
+
+# ------------------------------------------------------------------------------------ export
+def lora_adapter_config(transformer: nn.Module) -> dict:
+    """The peft LoraConfig of the transformer's LoRA as a dict (written as diffusers' LoRA metadata)."""
+    cfg = getattr(transformer, "peft_config", {}).get("default")
+    if cfg is None:
+        raise InputError("the student has no LoRA to export (lora.rank = 0 trains the whole transformer)")
+    d = cfg.to_dict()
+    d["target_modules"] = sorted(d.get("target_modules") or [])
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in d.items()}
+
+
+def export_lora_diffusers(
+    student: WanBackbone, path: str | Path, weight_name: str = "pytorch_lora_weights.safetensors"
+) -> Path:
+    """Write the student's LoRA in diffusers' format (`WanPipeline.save_lora_weights`: keys
+    "transformer.<module>.lora_A/B.weight", the peft config as metadata), loadable by
+    `WanPipeline.load_lora_weights` on the teacher's transformer.
+
+    Raises:
+        InputError: the student takes w through a guidance embedding (option a), which WanPipeline
+            cannot feed: export the merged transformer instead (`save_pretrained(path, w=...)` folds it).
+    """
+    from diffusers import WanPipeline
+    from peft import get_peft_model_state_dict
+
+    if student.w_embedding_dim is not None:
+        raise InputError(
+            "this student takes w through a guidance embedding that WanPipeline cannot feed: export the merged "
+            "transformer with a fixed w (save_pretrained(path, w=...)) or distill with a fixed w"
+        )
+    meta = lora_adapter_config(student.unet)
+    state = {
+        k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(student.unet).items()
+    }
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    WanPipeline.save_lora_weights(
+        path, transformer_lora_layers=state, weight_name=weight_name, transformer_lora_adapter_metadata=meta
+    )
+    return path / weight_name
