@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.models.base import guidance_to_w
 from t2v_turbo.models.diffusers_video import DiffusersVideoBackbone
 from t2v_turbo.models.lora import add_lora, lora_target_names, merge_lora
@@ -131,7 +132,7 @@ def test_save_load_round_trip(tmp_path, tiny_teacher):
             loaded.w_embedding(7.5, 2),
         )
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(CheckpointError, match="the UNet config is missing"):
         DiffusersVideoBackbone.from_pretrained(tmp_path / "m" / "unet")
 
 

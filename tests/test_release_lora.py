@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.models.lora import merge_lora
 from t2v_turbo.models.release_lora import (
     init_guidance_projection,
@@ -95,21 +96,21 @@ def test_vc2_list_peft_load_equals_merge_and_round_trips(vc2_student):
 
 def test_vc2_list_mismatches_are_named(vc2_student, tmp_path):
     tensors = _random_list(vc2_student, rank=8)
-    with pytest.raises(ValueError, match=r"missing LoRA for layers: \['out.2'\]"):
+    with pytest.raises(CheckpointError, match=r"missing LoRA for layers: \['out.2'\]"):
         match_lora_list(vc2_student, tensors[:-2])
-    with pytest.raises(ValueError, match="odd length"):
+    with pytest.raises(CheckpointError, match="odd length"):
         match_lora_list(vc2_student, tensors[:-1])
     swapped = list(tensors)
     swapped[0], swapped[1] = swapped[1], swapped[0]  # down before up: the wrong order
-    with pytest.raises(ValueError, match=r"shape mismatches: \['time_embed.0 <- tensors 0,1'\]"):
+    with pytest.raises(CheckpointError, match=r"shape mismatches: \['time_embed.0 <- tensors 0,1'\]"):
         match_lora_list(vc2_student, swapped)
     extra = tensors + [torch.zeros(3, 8), torch.zeros(8, 5)]
-    with pytest.raises(ValueError, match=r"unexpected: \['tensors \d+,\d+ \(up \[3, 8\], down \[8, 5\]\)'\]"):
+    with pytest.raises(CheckpointError, match=r"unexpected: \['tensors \d+,\d+ \(up \[3, 8\], down \[8, 5\]\)'\]"):
         match_lora_list(vc2_student, extra)
     torch.save(tensors, tmp_path / "unet_lora.pt")
     assert all(torch.equal(x, y) for x, y in zip(read_lora_list(tmp_path / "unet_lora.pt"), tensors))
     torch.save({"a": tensors[0]}, tmp_path / "not_a_list.pt")
-    with pytest.raises(TypeError, match="list of tensors"):
+    with pytest.raises(CheckpointError, match=r"list of tensors .*, got a dict: .*not_a_list.pt$"):
         read_lora_list(tmp_path / "not_a_list.pt")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,7 @@ from .errors import CheckpointError
 __all__ = [
     "read_checkpoint",
     "read_state_dict",
+    "as_checkpoint_error",
     "load_strict",
     "mismatch_error",
     "checkpoint_forward",
@@ -91,9 +93,9 @@ def _torch_load(path: Path, mmap: bool) -> Any:
         if "weights only" in str(e).lower():
             raise CheckpointError(f"not a weights-only checkpoint: {path}") from None
         raise CheckpointError(f"corrupt checkpoint ({_first_line(e)}): {path}") from None
-    except EOFError:
+    except (EOFError, struct.error):
         raise CheckpointError(f"truncated checkpoint (ends early): {path}") from None
-    except (RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # torch.load's many ways to fail on a damaged file (RuntimeError, KeyError, ...)
         raise CheckpointError(f"corrupt checkpoint ({_first_line(e)}): {path}") from None
 
 
@@ -130,7 +132,9 @@ def read_checkpoint(
     elif kind == "zip":
         if not zipfile.is_zipfile(path):
             raise CheckpointError(f"truncated or corrupt checkpoint (incomplete zip archive): {path}")
-        if torchscript and _is_torchscript(path):
+        if _is_torchscript(path):
+            if not torchscript:
+                raise CheckpointError(f"a TorchScript archive, not a weights file: {path}")
             try:
                 obj = torch.jit.load(str(path), map_location="cpu").state_dict()
             except Exception as e:  # TorchScript raises RuntimeError subclasses with long messages
@@ -148,6 +152,22 @@ def read_checkpoint(
             if isinstance(obj.get(key), dict):
                 return obj[key]
     return obj
+
+
+def as_checkpoint_error(e: BaseException, path: str | Path, what: str = "checkpoint") -> CheckpointError:
+    """A library's loading exception (diffusers / transformers `from_pretrained`, ...) as one line.
+
+    A refused pickle anywhere in the exception chain gives "not a weights-only checkpoint: <path>";
+    anything else names `what`, the innermost exception and `path`.
+    """
+    chain, x = [], e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    if any(isinstance(x, pickle.UnpicklingError) and "weights only" in str(x).lower() for x in chain):
+        return CheckpointError(f"not a weights-only checkpoint: {path}")
+    root = chain[-1]
+    return CheckpointError(f"cannot load the {what} ({type(root).__name__}: {_first_line(root)}): {path}")
 
 
 def read_state_dict(
@@ -245,5 +265,8 @@ def checkpoint_forward(modules: nn.Module | Iterable[nn.Module], enabled: bool =
             m._t2v_plain_forward = m.forward
             m.forward = functools.partial(checkpointed_call, m, m._t2v_plain_forward)
         elif not enabled and plain is not None:
-            m.forward = plain
+            if getattr(plain, "__func__", None) is type(m).forward:
+                del m.forward  # the class's forward again
+            else:
+                m.forward = plain
             del m._t2v_plain_forward

@@ -10,16 +10,17 @@ tokenizer/, scheduler/, model_index.json) plus `t2v_turbo.json` metadata.
 from __future__ import annotations
 
 import copy
-import functools
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from ..errors import CheckpointError
 from ..schedule import NoiseSchedule
+from ..weights import as_checkpoint_error, checkpoint_forward, mismatch_error
 from .base import Backbone, FrameVAEMixin, read_metadata
 
 UNET_CLASSES = ("UNet3DConditionModel", "UNetMotionModel")
@@ -29,14 +30,30 @@ def _unet_class(name: str):
     import diffusers
 
     if name not in UNET_CLASSES:
-        raise ValueError(f"unsupported UNet class {name!r}; supported: {list(UNET_CLASSES)}")
+        raise CheckpointError(f"unsupported UNet class {name!r}; supported: {list(UNET_CLASSES)}")
     return getattr(diffusers, name)
 
 
-def _checkpointed_forward(orig_forward, *args, **kwargs):
-    if torch.is_grad_enabled():
-        return checkpoint(orig_forward, *args, use_reentrant=False, **kwargs)
-    return orig_forward(*args, **kwargs)
+def _load_part(what: str, folder: Path, load):
+    """`load()` (a diffusers / transformers `from_pretrained`), its failures as one-line CheckpointErrors."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        pickles = sorted(p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise as_checkpoint_error(e, pickles[0] if len(pickles) == 1 else folder, what) from None
+
+
+def _unet_class_of(unet_dir: Path):
+    file = unet_dir / "config.json"
+    try:
+        name = json.loads(file.read_text())["_class_name"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"not a diffusers UNet config ({type(e).__name__}: {e}): {file}") from None
+    return _unet_class(name)
 
 
 class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
@@ -148,8 +165,9 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             torch.manual_seed(seed)
             unet = cls.from_config(config)
         missing, unexpected = unet.load_state_dict(self.unet.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("time_embedding.cond_proj") for k in missing):
-            raise RuntimeError(f"student/teacher mismatch: missing={missing}, unexpected={unexpected}")
+        extra = [k for k in missing if not k.startswith("time_embedding.cond_proj")]
+        if unexpected or extra:  # the teacher's UNet does not rebuild from its own config
+            raise mismatch_error("the teacher UNet (rebuilt as a student from its config)", extra, unexpected)
         if init == "zero":
             nn.init.zeros_(unet.time_embedding.cond_proj.weight)
         unet.to(self.device)
@@ -181,16 +199,7 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
                 self.unet.disable_gradient_checkpointing()
             self._checkpointing = enabled
             return
-        blocks = [*self.unet.down_blocks, self.unet.mid_block, *self.unet.up_blocks]
-        for block in blocks:
-            if block is None:
-                continue
-            if enabled and not hasattr(block, "_t2v_orig_forward"):
-                block._t2v_orig_forward = block.forward
-                block.forward = functools.partial(_checkpointed_forward, block._t2v_orig_forward)
-            elif not enabled and hasattr(block, "_t2v_orig_forward"):
-                block.forward = block._t2v_orig_forward
-                del block._t2v_orig_forward
+        checkpoint_forward([*self.unet.down_blocks, self.unet.mid_block, *self.unet.up_blocks], enabled)
         self._checkpointing = enabled
 
     # ------------------------------------------------------------------ persistence
@@ -248,20 +257,31 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         from transformers import AutoTokenizer, CLIPTextModel
 
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"model folder not found: {path}")
+        if not path.is_dir():
+            what = "model folder not found" if not path.exists() else "expected a model folder, got a file"
+            raise CheckpointError(f"{what}: {path}")
         base = Path(base) if base is not None else path
         unet_dir = Path(unet_path) if unet_path else path / "unet"
-        for need in (unet_dir / "config.json", base / "vae", base / "text_encoder", base / "tokenizer"):
+        for what, need in (
+            ("UNet config", unet_dir / "config.json"),
+            ("VAE", base / "vae"),
+            ("text encoder", base / "text_encoder"),
+            ("tokenizer", base / "tokenizer"),
+        ):
             if not need.exists():
-                raise FileNotFoundError(
-                    f"{need} is missing: expected a diffusers-style folder with unet/, vae/, text_encoder/, tokenizer/"
+                raise CheckpointError(
+                    f"{path}: the {what} is missing ({need}); expected a diffusers-style folder with "
+                    "unet/, vae/, text_encoder/, tokenizer/"
                 )
-        unet_cls = _unet_class(json.loads((unet_dir / "config.json").read_text())["_class_name"])
-        unet = unet_cls.from_pretrained(unet_dir, torch_dtype=torch_dtype)
-        vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch_dtype)
-        text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(base / "tokenizer")
+        unet_cls = _unet_class_of(unet_dir)
+        unet = _load_part("UNet", unet_dir, lambda: unet_cls.from_pretrained(unet_dir, torch_dtype=torch_dtype))
+        vae = _load_part("VAE", base / "vae", lambda: AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch_dtype))
+        text_encoder = _load_part(
+            "text encoder",
+            base / "text_encoder",
+            lambda: CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch_dtype),
+        )
+        tokenizer = _load_part("tokenizer", base / "tokenizer", lambda: AutoTokenizer.from_pretrained(base / "tokenizer"))
         meta = read_metadata(path) or read_metadata(unet_dir.parent)
         sched_file = path / "scheduler" / "scheduler_config.json"
         if sched_file.exists():

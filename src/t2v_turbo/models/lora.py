@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+
 DEFAULT_TARGET_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -100,4 +102,5 @@ def load_lora_state_dict(unet: nn.Module, state: dict[str, torch.Tensor]) -> Non
     result = set_peft_model_state_dict(unet, state)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
-        raise KeyError(f"unexpected LoRA keys: {unexpected[:10]}")
+        shown = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
+        raise CheckpointError(f"LoRA state dict does not match the model: unexpected keys {len(unexpected)} ({shown})")

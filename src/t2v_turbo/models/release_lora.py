@@ -34,6 +34,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import CheckpointError
+from ..weights import read_checkpoint
+
 RELEASE_LORA_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.Conv3d)
 LAYOUTS = ("full", "ms-legacy")
 # the 250-tensor ModelScope layout (diffusers <= 0.26 without peft), expressed on module names
@@ -101,13 +104,13 @@ def _fits(m: nn.Module, up: Tensor, down: Tensor) -> bool:
 
 
 def read_lora_list(path: str | Path) -> list[Tensor]:
-    """Read a released `unet_lora.pt` (a list of tensors) with `torch.load(weights_only=True)`."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a released `unet_lora.pt` (a list of tensors), weights-only (`t2v_turbo.weights`)."""
+    obj = read_checkpoint(path, unwrap=())
     if isinstance(obj, tuple):
         obj = list(obj)
     if not isinstance(obj, list) or not all(isinstance(t, Tensor) for t in obj):
-        raise TypeError(
-            f"{path}: expected a list of tensors (T2V-Turbo's unet_lora.pt), got {type(obj).__name__}"
+        raise CheckpointError(
+            f"expected a list of tensors (T2V-Turbo's unet_lora.pt), got a {type(obj).__name__}: {path}"
         )
     return obj
 
@@ -148,11 +151,11 @@ def match_lora_list(unet: nn.Module, tensors: Sequence[Tensor], layout: str = "a
         tensors: `[up_0, down_0, up_1, down_1, ...]`.
         layout: "auto" (by length: "full" or "ms-legacy"), "full" or "ms-legacy".
     Raises:
-        ValueError naming the missing layers and the unexpected tensors on any mismatch.
+        CheckpointError naming the missing layers and the unexpected tensors on any mismatch.
     """
     tensors = list(tensors)
     if len(tensors) % 2:
-        raise ValueError(f"a release LoRA list holds (up, down) pairs; got an odd length {len(tensors)}")
+        raise CheckpointError(f"a release LoRA list holds (up, down) pairs; got an odd length {len(tensors)}")
     if layout == "auto":
         n_full = len(release_lora_targets(unet, "full"))
         legacy = release_lora_targets(unet, "ms-legacy")
@@ -161,7 +164,7 @@ def match_lora_list(unet: nn.Module, tensors: Sequence[Tensor], layout: str = "a
     mods = [unet.get_submodule(n) for n in names]
     pairs = [(tensors[2 * k], tensors[2 * k + 1]) for k in range(len(tensors) // 2)]
     if len(pairs) != len(names) or not all(_fits(m, *p) for m, p in zip(mods, pairs)):
-        raise ValueError(
+        raise CheckpointError(
             f"LoRA list does not fit this UNet ({len(tensors)} tensors for {len(names)} layers, layout "
             f"{layout!r}, i.e. {2 * len(names)} expected): " + _describe_mismatch(names, mods, pairs)
         )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..schedule import NoiseSchedule, guidance_embedding
+from ..weights import mismatch_error
 from . import vc2_checkpoint
 from .base import Backbone, FrameVAEMixin
 from .vc2_unet import VC2UNet, VC2UNetConfig
@@ -304,8 +305,10 @@ class VideoCrafter2(FrameVAEMixin, Backbone):
         unet = unet.to_empty(device=self.device).to(self.dtype)
         missing, unexpected = unet.load_state_dict(teacher, strict=False)
         new = [k for k in unet.state_dict() if k not in teacher]
-        if unexpected or sorted(missing) != sorted(new):
-            raise RuntimeError(f"student/teacher mismatch: missing={missing}, unexpected={unexpected}")
+        if unexpected or sorted(missing) != sorted(new):  # the teacher's UNet does not rebuild from its config
+            raise mismatch_error(
+                "the teacher UNet (rebuilt as a student from its config)", sorted(set(missing) - set(new)), unexpected
+            )
         g = torch.Generator(device="cpu").manual_seed(seed)
         with torch.no_grad():
             for k in new:  # registration order: time_cond_proj, motion_cond_proj, combine_proj
