@@ -329,6 +329,7 @@ def test_suite_export_standard_mode(student_dir, tmp_path, fake_vbench, monkeypa
     meta = json.loads((out / "vbench_export.json").read_text())
     assert meta["suite"]["dimensions"] == ["temporal_flickering", "temporal_style", "aesthetic_quality"]
     assert meta["suite"]["num_per_prompt"] == {"default": 5, "temporal_flickering": 25}
+    assert meta["suite"]["prompts_per_dimension"] == {"temporal_flickering": 2, "temporal_style": 1, "aesthetic_quality": 1}
     assert dict(zip(meta["prompts"], meta["samples_per_prompt"])) == {**{p: 25 for p in tf}, **{p: 5 for p in five}}
     assert meta["seeds"] == list(range(25)) and meta["inexact_names"] == []
     res = meta["vbench"]["dimensions"]

@@ -145,6 +145,7 @@ def main(argv: list[str]) -> int:
             "source": vb.SUITE_SOURCE,
             "sha256": vb.sha256_file(vb.SUITE_FILE),
             "dimensions": dims,
+            "prompts_per_dimension": {d: len(vb.suite_dimension_prompts()[d]) for d in dims},
             "num_per_prompt": {"default": vb.NUM_PER_PROMPT, "temporal_flickering": vb.TEMPORAL_FLICKERING_NUM_PER_PROMPT}
             if a.num_per_prompt is None
             else a.num_per_prompt,
