@@ -483,3 +483,14 @@ def test_distill_step_equals_hand_computation(teacher, texts):
     assert abs(float(lcm / want) - 1) > 1e-4  # the draws make the parameterisation visible
     torch.testing.assert_close(got["loss_cd"], want, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(got["w"], w.mean())
+
+
+def test_wan_lora_preset():
+    from t2v_turbo.config import load_config
+
+    c = load_config("wan-lora")
+    assert (c.data.num_frames, c.data.height, c.data.width, c.data.fps) == (81, 480, 832, 16)
+    assert check_num_frames(c.data.num_frames) == 81
+    assert (c.model.w_embedding_dim, c.model.student_init, c.lora.rank) == (256, "zero", 64)
+    assert (c.distill.w_min, c.distill.w_max) == (2.0, 6.0)  # teacher cfg g = 1 + w in [3, 7] (Wan: 5)
+    assert [r.name for r in c.rewards] == ["hpsv2.1", "internvideo2"]
