@@ -274,6 +274,9 @@ def test_checkpoint_forward_recomputes_with_identical_gradients():
     assert ckpt.calls == 4 and xg.grad is not None
     checkpoint_forward(ckpt, enabled=False)
     assert "forward" not in ckpt.__dict__ and "_t2v_plain_forward" not in ckpt.__dict__
+    layers = nn.ModuleList([_Counted(), _Counted()])
+    checkpoint_forward(layers)  # a ModuleList: each layer
+    assert all("_t2v_plain_forward" in m.__dict__ for m in layers) and "forward" not in layers.__dict__
 
 
 # ----------------------------------------------------------------------------- model loaders

@@ -156,6 +156,16 @@ def clip_tokenize(
     return out
 
 
+def char_clip_tokenizer(max_length: int = 32):
+    """A deterministic character-level transformers `CLIPTokenizer` over the CLIP byte alphabet (514 ids:
+    256 bytes, the same with `</w>`, SOT, EOT; no merges), for tiny models: its ids never change."""
+    from transformers import CLIPTokenizer
+
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + [SOT, EOT]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
+
+
 # ----------------------------------------------------------------------------- BERT WordPiece
 @lru_cache(maxsize=4)
 def bert_tokenizer(extra_special: tuple[str, ...] = ()):

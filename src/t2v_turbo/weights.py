@@ -254,10 +254,15 @@ def checkpointed_call(module: nn.Module, forward: Callable, *args, **kwargs):
     return forward(*args, **kwargs)
 
 
-def checkpoint_forward(modules: nn.Module | Iterable[nn.Module], enabled: bool = True) -> None:
+def checkpoint_forward(modules: nn.Module | Iterable[nn.Module | None], enabled: bool = True) -> None:
     """Make each module's `forward` recompute its activations in backward (works in eval mode, state
-    dict keys unchanged); `enabled=False` restores the plain forward. Idempotent."""
-    for m in [modules] if isinstance(modules, nn.Module) else modules:
+    dict keys unchanged); `enabled=False` restores the plain forward. Idempotent.
+
+    `modules`: one module, or several (a list, or an `nn.ModuleList`: each layer is wrapped, since a
+    ModuleList has no forward of its own); `None` entries are skipped.
+    """
+    single = isinstance(modules, nn.Module) and not isinstance(modules, nn.ModuleList)
+    for m in [modules] if single else modules:
         if m is None:
             continue
         plain = m.__dict__.get("_t2v_plain_forward")

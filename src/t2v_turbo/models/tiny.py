@@ -8,19 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..schedule import NoiseSchedule
-from ..tokenizers import bytes_to_unicode  # the one CLIP byte table (re-exported here)
+from ..tokenizers import bytes_to_unicode, char_clip_tokenizer  # noqa: F401  (re-exported for tests)
 from .diffusers_video import DiffusersVideoBackbone
-
-
-def char_clip_tokenizer(max_length: int = 32):
-    """A deterministic character-level CLIPTokenizer (514 tokens, no merges): ids never change."""
-    from transformers import CLIPTokenizer
-
-    chars = list(bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
-    return tok
 
 
 def tiny_text_encoder(

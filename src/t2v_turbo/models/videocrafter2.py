@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..schedule import NoiseSchedule, guidance_embedding
 from ..weights import mismatch_error
 from . import vc2_checkpoint
@@ -111,21 +112,14 @@ class VC2Config:
 
 
 # ----------------------------------------------------------------------------- tokenizers
-def _char_tokenizer(max_length: int):
-    """The tiny configs' deterministic character-level CLIPTokenizer (514 ids, no merges; ids never change)."""
-    from transformers import CLIPTokenizer
+def _make_tokenizer(kind: str, context_length: int):
+    from ..tokenizers import char_clip_tokenizer, clip_tokenizer
 
-    from ..tokenizers import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
-
-
-def _clip_tokenizer():
-    from ..tokenizers import clip_tokenizer
-
-    return clip_tokenizer("open_clip")  # FrozenOpenCLIPEmbedder tokenizes with open_clip's cleaning
+    if kind == "char":
+        return char_clip_tokenizer(context_length)
+    if kind == "clip":
+        return clip_tokenizer("open_clip")  # FrozenOpenCLIPEmbedder tokenizes with open_clip's cleaning
+    raise ConfigError(f"unknown tokenizer {kind!r}; valid: ['clip', 'char'] (or pass tokenizer=)")
 
 
 # ----------------------------------------------------------------------------- the backbone
@@ -184,13 +178,7 @@ class VideoCrafter2(FrameVAEMixin, Backbone):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            kind = self.config.tokenizer
-            if kind == "char":
-                self._tokenizer = _char_tokenizer(self.config.context_length)
-            elif kind == "clip":
-                self._tokenizer = _clip_tokenizer()
-            else:
-                raise ValueError(f"unknown tokenizer {kind!r}; valid: ['clip', 'char'] (or pass tokenizer=)")
+            self._tokenizer = _make_tokenizer(self.config.tokenizer, self.config.context_length)
         return self._tokenizer
 
     def tokenize(self, prompts: Sequence[str]) -> Tensor:
