@@ -378,7 +378,7 @@ def test_case_insensitive_file_system_collision(student_dir, tmp_path, monkeypat
     argv = ["export-vbench", "a fantasy landscape", "A fantasy landscape", "--model", str(student_dir)]
     assert main(argv + ["--out-dir", str(tmp_path / "vb")]) == 2
     assert "differ only in letter case and this file system ignores case" in capsys.readouterr().err
-    assert os.listdir(tmp_path / "vb" / "videos") == []
+    assert not (tmp_path / "vb").exists()
 
 
 @pytest.mark.parametrize(
@@ -390,12 +390,16 @@ def test_case_insensitive_file_system_collision(student_dir, tmp_path, monkeypat
         (["--run-vbench", "--dimensions", "color"], "color needs VBench's standard prompt suite"),
         (["--run-vbench", "--vbench-mode", "vbench_standard"], "needs an export of VBench's own prompts"),
         (["--suite", "vbench"], "give no other prompts with it"),
+        (["--prompt-set", "nope"], "unknown evaluation world 'nope'"),
+        (["--steps", "1000"], "1000"),  # the shipped student: beyond its origin grid
+        (["--w", "nan"], "nan"),
     ],
 )
-def test_bad_arguments_one_line(flags, message, tmp_path, capsys):
-    assert main(["export-vbench", "a cat", "--out-dir", str(tmp_path / "vb"), *flags]) == 2
+def test_bad_arguments_one_line_nothing_left(flags, message, tmp_path, capsys):
+    assert main(["export-vbench", "a red digit 7 moving left", "--out-dir", str(tmp_path / "vb"), *flags]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
 
 
 def test_vbench_not_importable_exit_2_before_generating(tmp_path, monkeypatch, capsys):

@@ -34,11 +34,12 @@ def make_parser():
         "export-vbench", "Write a folder VBench evaluates as it is (your prompts or VBench's suite); optionally run VBench."
     )
     p.epilog = EPILOG
-    p.add_argument("prompts", nargs="*", help="prompts (in addition to --prompt-file / --moving-digits)")
+    p.add_argument("prompts", nargs="*", help="prompts (in addition to --prompt-file / --prompt-set)")
     p.add_argument("--prompt-file", help="a text file with one prompt per line (blank and # lines skipped)")
     p.add_argument("--suite", choices=["vbench"], default=None, help="VBench's standard prompt suite for --dimensions")
-    p.add_argument("--moving-digits", type=int, default=0, metavar="N", help="N canonical MovingDigits prompts")
-    p.add_argument("--prompt-seed", type=int, default=0, help="seed of the --moving-digits subset")
+    p.add_argument("--prompt-set", default=None, help="a registered world's canonical prompts (e.g. moving-digits)")
+    p.add_argument("--num-prompts", type=int, default=280, help="prompts taken from --prompt-set (a seeded subset)")
+    p.add_argument("--prompt-seed", type=int, default=0, help="seed of the --prompt-set subset")
     common.add_model_args(p)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 4 for a student, 50 for a teacher)")
     p.add_argument("--w", type=float, default=None, help="the student's embedded guidance w (T2V-Turbo convention; 7.5 when not given)")
@@ -86,23 +87,23 @@ def check_args(a) -> None:
         ("--upscale", a.upscale),
         ("--batch-size", a.batch_size),
         ("--origin-steps", a.origin_steps),
+        ("--num-prompts", a.num_prompts),
     ):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be >= 1, got {value}")
-    if a.moving_digits < 0:
-        raise InputError(f"--moving-digits must be >= 0, got {a.moving_digits}")
     if not 0 <= a.seed < 2**63 - vb.TEMPORAL_FLICKERING_NUM_PER_PROMPT:
         raise InputError(f"--seed must be in [0, 2**63), got {a.seed}")
-    if a.suite and (a.prompts or a.prompt_file or a.moving_digits):
+    if a.suite and (a.prompts or a.prompt_file or a.prompt_set):
         raise InputError("--suite vbench takes VBench's own prompts: give no other prompts with it")
 
 
 def read_prompts(a) -> list[str]:
-    prompts = [p for p in a.prompts if p.strip()]
-    if a.moving_digits:
-        from ..worlds.moving_digits.dataset import prompt_subset
+    """Positional prompts, a world's canonical ones (`--prompt-set`) and a prompt file."""
+    from ..evaluation.worlds import EVAL_WORLDS
 
-        prompts = prompt_subset(a.moving_digits, seed=a.prompt_seed) + prompts
+    prompts = [p for p in a.prompts if p.strip()]
+    if a.prompt_set:
+        prompts = EVAL_WORLDS.get(a.prompt_set).prompts(a.num_prompts, a.prompt_seed) + prompts
         if not a.prompt_file:
             return prompts
     return common.read_prompts(prompts, a.prompt_file)

@@ -376,11 +376,9 @@ def export_vbench(
         raise InputError(f"--fps must be >= 1, got {fps}")
     out = Path(out_dir)
     videos_dir = out / VIDEOS_DIR
-    try:
-        videos_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create {videos_dir}: {e.strerror}") from None
-    quirks = filesystem_quirks(out)
+    # probed where the folder will be (its nearest existing parent): nothing is created before the
+    # first videos are ready, so a bad argument leaves nothing behind
+    quirks = filesystem_quirks(next(p for p in [out, *out.parents] if p.is_dir()))
     plan = plan_export(prompts, num_per_prompt, fmt, case_insensitive=quirks["case_insensitive"])
     if quirks["normalizes_names"]:
         rewritten = "this file system rewrites non-ASCII names (Unicode normalization)"
@@ -389,14 +387,13 @@ def export_vbench(
             for n in plan.names
         ]
     expected = plan.files()
-    foreign = sorted(set(os.listdir(videos_dir)) - set(expected))
+    foreign = sorted(set(os.listdir(videos_dir)) - set(expected)) if videos_dir.is_dir() else []
     if foreign:
         raise InputError(
             f"{videos_dir} already holds {len(foreign)} other file(s) (e.g. {foreign[0]!r}); VBench reads every file "
             "there: use an empty --out-dir or remove them"
         )
     partial = out / PARTIAL_DIR
-    partial.mkdir(exist_ok=True)
     max_count = max(plan.counts)
     seeds = [seed + i for i in range(max_count)]
     total, written, seconds, settings, shape = len(expected), 0, 0.0, {}, None
@@ -417,6 +414,12 @@ def export_vbench(
         seconds += gen.seconds
         settings = gen.settings
         t0 = time.perf_counter()
+        if i == 0:
+            for folder in (videos_dir, partial):
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise InputError(f"cannot create {folder}: {e.strerror}") from None
         # decode in chunks: the whole suite's decoded videos would not fit in memory
         for c in range(0, len(idx), batch_size):
             z = gen.videos[c : c + batch_size].to(model.device, model.dtype)
