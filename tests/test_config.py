@@ -1,5 +1,7 @@
 """Config: presets, released-recipe defaults, typed dotted overrides, clear errors, the distill CLI."""
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,9 @@ import yaml
 
 from t2v_turbo import cli
 from t2v_turbo.config import PRESET_DIR, Config, describe, find_preset, list_presets, load_config
-from t2v_turbo.errors import UserError
+from t2v_turbo.distill import DistillConfig
+from t2v_turbo.errors import ConfigError
+from t2v_turbo.training.roles import distill_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +44,15 @@ def test_released_recipe_defaults():
     )
     assert (c.distill.num_ddim_timesteps, c.distill.target, c.distill.ema_decay) == (50, "online", 0.95)
     assert (c.train.max_steps, c.train.batch_size, c.train.placement) == (10_000, 1, "all")
-    step = c.distill.step_config()
+    step = distill_config(c)
     assert (step.w_min, step.w_max, step.huber_c, step.target) == (5.0, 15.0, 0.001, "online")
+    # the config section and the library's DistillConfig agree on every shared knob's default and choices
+    shared = {f.name for f in dataclasses.fields(DistillConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(c.distill)}
+    assert all(getattr(c.distill, k) == getattr(DistillConfig(), k) for k in shared)
+    hints, lib = typing.get_type_hints(type(c.distill)), typing.get_type_hints(DistillConfig)
+    assert all(hints[k] == lib[k] for k in shared)
+    assert distill_config(load_config(None, {"data.path": "x", "distill.loss_type": "l2"})).loss_type == "l2"
 
 
 def test_paper_presets():
@@ -93,7 +104,7 @@ def test_dotted_overrides_are_typed():
     # YAML 1.2 booleans: "no" stays a string
     assert load_config("ms-lora", ["train.mixed_precision=no"]).train.mixed_precision == "no"
     assert load_config(None, {"optim.lr": 2e-5, "data.path": "clips.csv"}).optim.lr == 2e-5
-    assert load_config({"optim": {"lr": 3e-5}}).optim.lr == 3e-5
+    assert load_config({"optim": {"lr": 3e-5}, "data": {"path": "clips.csv"}}).optim.lr == 3e-5
 
 
 @pytest.mark.parametrize(
@@ -125,23 +136,58 @@ def test_dotted_overrides_are_typed():
         ("validation.steps=4", "validation.steps: expected a list, got 4"),
         ("no_equals_sign", "bad override 'no_equals_sign': expected key=value"),
         ("optim.lr.x=1", "cannot set optim.lr.x: optim.lr is a single value, not a section"),
+        (
+            "train.trackers=[tensorbord]",
+            "train.trackers.0: 'tensorbord' is not one of ['tensorboard', 'wandb']",
+        ),
+        ("model.student_init=zeros", "model.student_init: 'zeros' is not one of ['normal', 'zero']"),
+        ("train.progress=1", "train.progress: expected true or false, got 1"),
+        ("optim.lr=true", "optim.lr: expected a number, got True"),
+        # renamed guidance keys: w (the student's embedded guidance) and cfg_scale (a teacher's CFG)
+        (
+            "data.teacher_guidance=7.5",
+            "config key data.teacher_guidance is no longer accepted: use data.teacher_cfg_scale",
+        ),
+        (
+            "train.chain_guidance=7.5",
+            "config key train.chain_guidance is no longer accepted: use train.chain_w",
+        ),
+        ("validation.guidance=7.5", "config key validation.guidance is no longer accepted: use validation.w"),
+        (
+            "distill.compute_cd=false",
+            "config key distill.compute_cd is no longer accepted: reward-only ranks follow",
+        ),
     ],
 )
 def test_bad_overrides_give_one_clear_line(override, message):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(ConfigError) as e:
         load_config("moving-digits", [override])
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_renamed_keys_are_refused_in_files_and_dicts_too(tmp_path):
+    (tmp_path / "old.yaml").write_text("validation:\n  guidance: 5.0\n")
+    with pytest.raises(
+        ConfigError, match="^config key validation.guidance is no longer accepted: use validation.w"
+    ):
+        load_config(str(tmp_path / "old.yaml"))
+    with pytest.raises(ConfigError, match="use data.teacher_cfg_scale"):
+        load_config({"data": {"teacher_guidance": 3.0}})
+    c = load_config(
+        None, {"data.path": "x", "data.teacher_cfg_scale": 3.0, "train.chain_w": 4.0, "validation.w": 5.0}
+    )
+    assert (c.data.teacher_cfg_scale, c.train.chain_w, c.validation.w) == (3.0, 4.0, 5.0)
+
+
 def test_bad_yaml_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
-    with pytest.raises(UserError, match="a config must be a mapping"):
+    with pytest.raises(ConfigError, match="a config must be a mapping"):
         load_config(str(tmp_path / "list.yaml"))
     (tmp_path / "broken.yaml").write_text("train: {max_steps: [\n")
-    with pytest.raises(UserError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(str(tmp_path / "broken.yaml"))
     with pytest.raises(
-        UserError, match=r"config 'nope' not found: give a YAML path or a preset name \['moving-digits'"
+        ConfigError, match=r"config 'nope' not found: give a YAML path or a preset name \['moving-digits'"
     ):
         load_config("nope")
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from t2v_turbo import cli
 from t2v_turbo.config import load_config
-from t2v_turbo.errors import T2VTurboError
+from t2v_turbo.errors import ConfigError, DataError, T2VTurboError
 from t2v_turbo.train import TrainingStopped, train
 from t2v_turbo.video_io import write_video
 
@@ -151,7 +151,7 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     assert (run / "loss.png").stat().st_size > 1000 and result.plot == run / "loss.png"
     if trackers:
         assert any(run.rglob("events.out.tfevents.*"))
-    with pytest.raises(T2VTurboError, match="already holds checkpoints of an earlier run: continue it with"):
+    with pytest.raises(ConfigError, match="already holds checkpoints of an earlier run: continue it with"):
         train(cfg)  # a fresh run never mixes its checkpoints with an old run's
     # exports: the LoRA alone (peft keys) and the merged student, consistent with each other
     lora = load_file(str(result.lora_path))
@@ -244,8 +244,9 @@ def test_repeated_nans_stop_the_run_with_one_line_and_the_checkpoint_intact(tmp_
         err.startswith("error: stopped at step 4: 2 consecutive steps had a non-finite loss")
         and "\n" not in err
     )
-    assert err.endswith("step-00000004") or "last good checkpoint" in err
     run = tmp_path / "run"
+    # step 3 was the first non-finite one: its checkpoint holds the weights of step 2, the last good ones
+    assert err.endswith(f"last good checkpoint: {run / 'checkpoints' / 'step-00000003'}")
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == [
         "step-00000001",
@@ -267,7 +268,7 @@ def test_placement_is_validated_and_reweighting_is_explicit():
 
     specs = [{"name": "test-red", "weight": 1.0}, {"name": "test-motion", "weight": 2.0}]
     terms = build_rewards(specs)
-    cfg = load_config(None, {"rewards": specs, "train.placement": "released"})
+    cfg = load_config(None, {"data.path": "clips.csv", "rewards": specs, "train.placement": "released"})
     p = resolve_placement(cfg, terms, 8)
     assert p.ranks == {CD: [0, 1, 2, 3, 4, 5], "test-red": [0, 1, 2, 3, 4, 5], "test-motion": [6, 7]}
     assert p.effective_weights({CD: 1.0, "test-red": 1.0, "test-motion": 2.0}) == {
@@ -278,23 +279,35 @@ def test_placement_is_validated_and_reweighting_is_explicit():
     assert "test-motion      weight 2 on ranks [6, 7] -> effective 0.5" in p.describe(
         {CD: 1.0, "test-red": 1.0, "test-motion": 2.0}
     )
-    with pytest.raises(T2VTurboError, match="needs >= 2 processes"):
+    with pytest.raises(ConfigError, match="needs >= 2 processes"):
         resolve_placement(cfg, terms, 1)
-    default = resolve_placement(load_config(None, {"rewards": specs}), terms, 3)
+    default = resolve_placement(load_config(None, {"data.path": "clips.csv", "rewards": specs}), terms, 3)
     assert all(r == [0, 1, 2] for r in default.ranks.values())
     custom = load_config(
-        None, {"rewards": [specs[0] | {"ranks": [3]}, specs[1]], "train.placement": "custom"}
+        None,
+        {
+            "data.path": "clips.csv",
+            "rewards": [specs[0] | {"ranks": [3]}, specs[1]],
+            "train.placement": "custom",
+        },
     )
-    with pytest.raises(T2VTurboError, match=r"names rank\(s\) \[3\], but this run has 2 process"):
+    with pytest.raises(ConfigError, match=r"names rank\(s\) \[3\], but this run has 2 process"):
         resolve_placement(custom, terms, 2)
-    nobody = load_config(None, {"rewards": specs, "train.placement": "custom", "train.cd_ranks": []})
-    with pytest.raises(T2VTurboError, match="puts 'consistency' on no rank"):
+    nobody = load_config(
+        None, {"data.path": "clips.csv", "rewards": specs, "train.placement": "custom", "train.cd_ranks": []}
+    )
+    with pytest.raises(ConfigError, match="puts 'consistency' on no rank"):
         resolve_placement(nobody, terms, 2)
     idle = load_config(
         None,
-        {"rewards": [s | {"ranks": [0]} for s in specs], "train.placement": "custom", "train.cd_ranks": [0]},
+        {
+            "data.path": "clips.csv",
+            "rewards": [s | {"ranks": [0]} for s in specs],
+            "train.placement": "custom",
+            "train.cd_ranks": [0],
+        },
     )
-    with pytest.raises(T2VTurboError, match=r"gives rank\(s\) \[1\] no loss term"):
+    with pytest.raises(ConfigError, match=r"gives rank\(s\) \[1\] no loss term"):
         resolve_placement(idle, terms, 2)
 
 
@@ -373,7 +386,9 @@ def test_train_from_a_precomputed_latent_cache(tmp_path, videos):
     assert result.step == 2 and len(steps_of(tmp_path / "run")) == 2
     eight = from_cache["data"] | {"num_frames": 8}  # a tiny teacher for 8-frame clips
     other = from_cache | {"data": eight, "output_dir": str(tmp_path / "run8")}
-    with pytest.raises(T2VTurboError, match=r"latents of shape \[4, 4, 8, 8\], the model needs \[4, 8, 8, 8\]"):
+    with pytest.raises(
+        T2VTurboError, match=r"latents of shape \[4, 4, 8, 8\], the model needs \[4, 8, 8, 8\]"
+    ):
         train(other)
 
 
@@ -523,7 +538,22 @@ def test_chain_mode_trains_only_through_the_reward(tmp_path, videos):
     rows = steps_of(result.run_dir)
     assert len(rows) == 2 and all("loss_cd" not in r for r in rows)
     assert all(r["loss"] == pytest.approx(-r["reward/test-red"], rel=1e-5) for r in rows)
-    with pytest.raises(T2VTurboError, match="chain_backprop"):
+    with pytest.raises(ConfigError, match="chain_backprop"):
         train(
             tiny(tmp_path / "b", videos, train__mode="chain", train__chain_backprop=3, train__chain_steps=2)
         )
+
+
+def test_resume_latest_without_a_checkpoint_says_so_and_starts_afresh(tmp_path, videos, capsys):
+    result = train(tiny(tmp_path, videos, train__max_steps=1, train__resume="latest"))
+    out = capsys.readouterr().out
+    root = tmp_path / "run" / "checkpoints"
+    assert f"train.resume=latest: no checkpoint in {root} yet; starting a new run" in out
+    assert result.step == 1 and [r["step"] for r in steps_of(tmp_path / "run")] == [1]
+
+
+def test_unreadable_data_fails_in_one_line_before_the_run_folder_exists(tmp_path, videos):
+    with pytest.raises(DataError, match="data.path not found: .*missing.csv") as e:
+        train(tiny(tmp_path, tmp_path / "missing.csv"))
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # no config.yaml / metrics.jsonl of a run that never started

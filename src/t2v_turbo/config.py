@@ -1,52 +1,42 @@
 """Training configuration: dataclasses (every knob, with the released recipe as default), YAML
-presets and dotted `key=value` overrides checked against the dataclass types.
+presets and dotted `key=value` overrides checked against the dataclass types (config_io.py).
 
     cfg = load_config("moving-digits", ["train.max_steps=200", "optim.lr=1e-4"])
 
 A preset is found by path or by name in the installed `t2v_turbo/configs/` folder (the single
 source of truth; the repository's top-level `configs/` holds symlinks to it). Any bad key or value
-raises `UserError` with one clear line (the CLI prints it and exits with code 2).
+raises `ConfigError` with one clear line (the CLI prints it and exits with code 2).
+
+Guidance vocabulary: `w` is the student's embedded guidance (T2V-Turbo convention, teacher target
+eps_c + w (eps_c - eps_u)); `cfg_scale` is a teacher's classifier-free guidance scale g
+(eps_u + g (eps_c - eps_u)).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import yaml
 
-from .distill import DistillConfig
-from .errors import UserError
-from .losses import LOSS_TYPES
+from .config_io import apply_override, check_renamed, from_dict, parse_overrides, read_yaml
+from .errors import ConfigError
+
+__all__ = ["Config", "PRESET_DIR", "RENAMED_KEYS", "describe", "find_preset", "list_presets", "load_config",
+           "read_yaml", "validate", "world_size"]  # fmt: skip
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true / false (so `mixed_precision: no` stays the string "no")."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+# old dotted key -> how to say it now (a one-line ConfigError)
+RENAMED_KEYS = {
+    "data.teacher_guidance": "use data.teacher_cfg_scale (the teacher's classifier-free guidance scale)",
+    "train.chain_guidance": "use train.chain_w (the student's embedded guidance w)",
+    "validation.guidance": "use validation.w (the student's embedded guidance w)",
+    "distill.compute_cd": "reward-only ranks follow from train.placement (and train.cd_ranks)",
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-def _choice(default: Any, *choices: Any, doc: str = "") -> Any:
-    return field(default=default, metadata={"choices": choices, "doc": doc})
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -66,7 +56,7 @@ class ModelSection:
     teacher: str = "tiny"
     tiny_seed: int = 0
     w_embedding_dim: int = 256
-    student_init: str = _choice("normal", "normal", "zero")
+    student_init: Literal["normal", "zero"] = "normal"
     gradient_checkpointing: bool = False
 
 
@@ -86,22 +76,31 @@ class LoraSection:
 
 
 @dataclass
-class DistillSection(DistillConfig):
-    """Algorithm 1's knobs: every `distill.DistillConfig` field (its defaults are the released recipe)
-    plus the solver grid and the EMA target.
+class DistillSection:
+    """Algorithm 1's knobs (released recipe as defaults). `training.roles.distill_config` maps them onto
+    the `distill.DistillConfig` that `distill_step` takes; the solver grid and the EMA decay are the
+    trainer's.
 
     Attributes:
+        w_min, w_max: range of the student's guidance w ~ U[w_min, w_max] per sample.
+        loss_type: "huber" (pseudo-Huber, c = huber_c) or "l2".
+        target: "online" (the student under stop-gradient, released code) or "ema" (paper).
+        sigma_data, timestep_scaling: constants of the boundary scalings c_skip, c_out.
+        decode_checkpointing: recompute VAE decoder activations in the reward backward.
         num_ddim_timesteps: DDIM grid size N (skip k = 1000 / N; released 50).
         ema_decay: decay of the EMA target when target == "ema" (LCM 0.95).
     """
 
+    w_min: float = 5.0
+    w_max: float = 15.0
+    loss_type: Literal["huber", "l2"] = "huber"
+    huber_c: float = 0.001
+    target: Literal["online", "ema"] = "online"
+    sigma_data: float = 0.5
+    timestep_scaling: float = 10.0
+    decode_checkpointing: bool = False
     num_ddim_timesteps: int = 50
     ema_decay: float = 0.95
-
-    def step_config(self) -> DistillConfig:
-        """The plain `DistillConfig` that `distill_step` takes."""
-        names = {f.name for f in dataclasses.fields(DistillConfig)}
-        return DistillConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
 
 @dataclass
@@ -140,7 +139,8 @@ class DataSection:
         resize: "crop" (aspect-preserving resize + center crop) or "stretch" (released code).
         shuffle: a seeded permutation per epoch (off: listing order; the world source is random anyway).
         num_workers: DataLoader worker processes.
-        teacher_steps, teacher_guidance: DDIM sampling of latents for source "prompts".
+        teacher_steps, teacher_cfg_scale: DDIM steps and classifier-free guidance scale g of the
+            teacher samples that are the latents of source "prompts".
         paraphrase_prob: MovingDigits caption paraphrase probability.
         max_warnings: skipped-file warnings printed per run (all are counted).
         max_video_pixels: videos whose frames hold more pixels are skipped ("too large"); smaller ones
@@ -154,11 +154,11 @@ class DataSection:
     height: int | None = None
     width: int | None = None
     fps: float | None = None
-    resize: str = _choice("crop", "crop", "stretch")
+    resize: Literal["crop", "stretch"] = "crop"
     shuffle: bool = True
     num_workers: int = 0
     teacher_steps: int = 25
-    teacher_guidance: float = 7.5
+    teacher_cfg_scale: float = 7.5
     paraphrase_prob: float = 0.0
     max_warnings: int = 20
     max_video_pixels: int = 4096 * 4096
@@ -173,12 +173,12 @@ class OptimSection:
         scheduler: a diffusers `get_scheduler` name.
     """
 
-    name: str = _choice("adamw", "adamw", "adamw8bit")
+    name: Literal["adamw", "adamw8bit"] = "adamw"
     lr: float = 1e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 1e-2
     eps: float = 1e-8
-    scheduler: str = _choice("constant", "constant", "constant_with_warmup", "linear", "cosine")
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     grad_clip: float = 1.0
 
@@ -203,24 +203,24 @@ class TrainSection:
         mode: "distill" (T2V-Turbo, Algorithm 1) or "chain" (the DRaFT-K / VADER baseline: reward
             backpropagated through the last `chain_backprop` of `chain_steps` consistency sampling steps;
             no consistency loss, data supplies only prompts).
-        chain_steps, chain_backprop, chain_guidance: N, K and w of the chain baseline.
+        chain_steps, chain_backprop, chain_w: N, K and the student's embedded w of the chain baseline.
     """
 
-    mode: str = _choice("distill", "distill", "chain")
+    mode: Literal["distill", "chain"] = "distill"
     chain_steps: int = 4
     chain_backprop: int = 1
-    chain_guidance: float = 7.5
+    chain_w: float = 7.5
     max_steps: int = 10_000
     batch_size: int = 1
     grad_accum: int = 1
-    mixed_precision: str = _choice("no", "no", "bf16", "fp16")
-    device: str = _choice("auto", "auto", "cpu", "cuda")
-    placement: str = _choice("all", "all", "released", "custom")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    placement: Literal["all", "released", "custom"] = "all"
     cd_ranks: list[int] | None = None
     max_nan_steps: int = 5
     resume: str | None = None
     log_every: int = 1
-    trackers: list[str] = field(default_factory=list)
+    trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
     progress: bool = True
 
 
@@ -245,13 +245,14 @@ class ValidationSection:
         every: validate every N steps (0: only at the end); nothing runs without prompts.
         prompts: prompts (or `prompt_file`, one per line).
         steps: sampling step counts.
+        w: the student's embedded guidance when sampling.
     """
 
     every: int = 0
     prompts: list[str] = field(default_factory=list)
     prompt_file: str | None = None
     steps: list[int] = field(default_factory=lambda: [1, 4])
-    guidance: float = 7.5
+    w: float = 7.5
     seed: int = 0
     save_videos: bool = True
     fps: int | None = None
@@ -282,135 +283,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, width=110)
 
 
-# ------------------------------------------------------------------------------------------ typed building
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check / coerce one value against a type hint; raise UserError naming the dotted key."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except UserError as e:
-                errors.append(str(e))
-        raise UserError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(tp, type) and isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, item, f"{key}.{i}") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys with the valid ones listed."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            valid = ", ".join(f"{prefix}{k}" for k in fields)
-            raise UserError(f"unknown config key {prefix}{key!s}; valid keys: {valid}")
-        value = _convert(value, hints[key], f"{prefix}{key}")
-        choices = fields[key].metadata.get("choices")
-        if choices and value not in choices:
-            raise UserError(f"{prefix}{key}: {value!r} is not one of {list(choices)}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-# ------------------------------------------------------------------------------------------ overrides
-def parse_value(text: str) -> Any:
-    """A command-line value as YAML ("3" -> 3, "[1, 4]" -> list, "null" -> None, "abc" -> "abc")."""
-    try:
-        return _yaml_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
-
-
-def apply_override(data: dict, key: str, value: Any) -> None:
-    """Set `data[a][b][c] = value` for key "a.b.c"; integer parts index lists ("rewards.0.weight")."""
-    parts = key.split(".")
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            node = node[_list_index(node, part, where)]
-            continue
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, (dict, list)):
-            raise UserError(f"cannot set {key}: {where} is a single value, not a section")
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, key)] = value
-    else:
-        node[last] = value
-
-
-def _list_index(node: list, part: str, where: str) -> int:
-    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-        raise UserError(f"{where}: no list item {part!r} (the list has {len(node)} item(s))")
-    return int(part)
-
-
-def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
-    out = []
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"bad override {item!r}: expected key=value, e.g. optim.lr=1e-4")
-        out.append((key.strip(), parse_value(text)))
-    return out
-
-
 # ------------------------------------------------------------------------------------------ presets
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
@@ -425,19 +297,9 @@ def find_preset(name_or_path: str | os.PathLike) -> Path:
     shipped = PRESET_DIR / f"{stem}.yaml"
     if str(path.parent) in (".", "") and shipped.is_file():
         return shipped
-    raise UserError(
+    raise ConfigError(
         f"config {str(name_or_path)!r} not found: give a YAML path or a preset name {list_presets()}"
     )
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        data = _yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return data
 
 
 def load_config(
@@ -453,12 +315,13 @@ def load_config(
         The Config.
 
     Raises:
-        UserError: unknown keys (the valid ones listed), values of the wrong type, inconsistent values.
+        ConfigError: unknown keys (the valid ones listed), values of the wrong type, inconsistent values.
     """
     if isinstance(name_or_path, Config):
         data = name_or_path.to_dict()
     elif isinstance(name_or_path, dict):
-        data = dataclasses.asdict(from_dict(Config, name_or_path))  # unknown keys fail here too
+        check_renamed(name_or_path, RENAMED_KEYS)
+        data = dataclasses.asdict(from_dict(Config, name_or_path))  # unknown keys fail here
     elif name_or_path is None:
         data = Config().to_dict()
     else:
@@ -466,6 +329,7 @@ def load_config(
     pairs = parse_overrides(overrides) if isinstance(overrides, list) else list((overrides or {}).items())
     for key, value in pairs:
         apply_override(data, key, value)
+    check_renamed(data, RENAMED_KEYS)  # old keys from the file, the dict or an override
     cfg = from_dict(Config, data)
     validate(cfg)
     return cfg
@@ -473,16 +337,17 @@ def load_config(
 
 # ------------------------------------------------------------------------------------------ validation
 def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express (raise UserError)."""
+    """Cross-field checks that types alone cannot express (raise ConfigError)."""
 
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise UserError(message)
+            raise ConfigError(message)
 
     from .data import DATA_SOURCES
 
     t, o, d, v = cfg.train, cfg.optim, cfg.distill, cfg.validation
-    DATA_SOURCES.get(cfg.data.source)  # unknown sources: one line listing the registered ones
+    DATA_SOURCES.get(cfg.data.source)  # unknown sources: one line listing the registered ones (choices
+    # that plugins extend are registry names, checked here; fixed choices are Literal field types)
     need(t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
@@ -493,8 +358,6 @@ def validate(cfg: Config) -> None:
         f"train.chain_backprop must be in 1..train.chain_steps ({t.chain_steps}), got {t.chain_backprop}",
     )
     need(t.mode != "chain" or bool(cfg.rewards), "train.mode=chain needs at least one reward")
-    bad = [x for x in t.trackers if x not in ("tensorboard", "wandb")]
-    need(not bad, f"train.trackers: unknown {bad}; valid: ['tensorboard', 'wandb']")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(
         len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
@@ -502,8 +365,6 @@ def validate(cfg: Config) -> None:
     )
     need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
     need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
-    need(d.loss_type in LOSS_TYPES, f"distill.loss_type: {d.loss_type!r} is not one of {list(LOSS_TYPES)}")
-    need(d.target in ("online", "ema"), f"distill.target: {d.target!r} is not one of ['online', 'ema']")
     need(0 <= d.w_min <= d.w_max, f"distill.w_min must be in [0, distill.w_max], got {d.w_min}..{d.w_max}")
     need(d.huber_c > 0, f"distill.huber_c must be > 0, got {d.huber_c}")
     need(0 <= d.ema_decay < 1, f"distill.ema_decay must be in [0, 1), got {d.ema_decay}")

@@ -16,24 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .baselines.chain import chain_reward_step
 from .config import Config, describe, load_config, validate
 from .distill import distill_step, ema_update
-from .errors import UserError
+from .errors import ConfigError, T2VTurboError
+from .models.base import Backbone
 from .solvers import DDIMSolver
 
 
-class TrainingStopped(UserError):
+class TrainingStopped(T2VTurboError):
     """The run stopped itself (repeated non-finite losses); the last good checkpoint is intact."""
 
 
@@ -53,9 +57,35 @@ class TrainResult:
     seconds: float = 0.0
 
 
+@dataclass
+class _Run:
+    """The live objects of one run that checkpointing and validation read (set up once by `train`)."""
+
+    cfg: Config
+    acc: Any  # accelerate.Accelerator
+    run_dir: Path
+    student: Backbone
+    raw_unet: nn.Module  # the student's network without the DDP wrapper
+    target: Backbone | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: Any  # data.Loader
+    log: Any  # training.metrics.MetricsLog
+    say: Callable[[str], None]
+
+
 def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
     """The seed of one micro-step on one rank (independent of anything that happened before)."""
     return int(np.random.SeedSequence([seed, rank, step, micro]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _print_if(enabled: bool, printer: Callable[[str], None], msg: str) -> None:
+    if enabled:
+        printer(msg)
+
+
+def _print_ranked(rank: int, printer: Callable[[str], None], msg: str) -> None:
+    printer(msg if rank == 0 else f"[rank {rank}] {msg}")
 
 
 def _prepare_batch(batch, teacher, cfg, g, dev):
@@ -71,9 +101,84 @@ def _prepare_batch(batch, teacher, cfg, g, dev):
 
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
             d = cfg.data
-            z0 = generate(teacher, prompts, d.teacher_steps, d.teacher_guidance, seed, decode=False).videos
+            z0 = generate(
+                teacher, prompts, num_steps=d.teacher_steps, cfg_scale=d.teacher_cfg_scale, seed=seed, decode=False
+            ).videos
         cond = batch["cond"].to(dev) if "cond" in batch else teacher.encode_prompt(prompts)
     return z0.to(dev).float(), cond, prompts
+
+
+def _chain_step(student, *, z0, prompts, cond, generator, **kw) -> dict:
+    """`chain_reward_step` called like `distill_step` (the data latents are unused: the chain samples)."""
+    return chain_reward_step(student, prompts, generator=generator, cond=cond, **kw)
+
+
+def save(r: _Run, *, step: int, state: dict) -> Path | None:
+    """Checkpoint `step` (every rank contributes its RNG, data position and skip counts; rank 0 writes)."""
+    from accelerate.utils import gather_object
+
+    from .training import checkpoint as ckpt
+    from .training import roles
+
+    per_rank = gather_object([(ckpt.rng_state(), r.loader.position, dict(r.loader.skips.counts))])
+    path = None
+    if r.acc.is_main_process:
+        rngs, positions, skips = (list(x) for x in zip(*per_rank))
+        trainable = roles.trainable_state(r.raw_unet)
+        written = {**state, "step": step, "positions": positions, "skipped": skips,
+                   "written_by_rank": r.acc.process_index}  # fmt: skip
+        path = ckpt.save_checkpoint(
+            r.run_dir, step, trainable=trainable, optimizer=r.optimizer.state_dict(),
+            scheduler=r.scheduler.state_dict(), rng=rngs, state=written, config_yaml=r.cfg.to_yaml(),
+            ema=roles.named_like(r.target.unet, trainable) if r.target is not None else None,
+            limit=r.cfg.checkpoint.limit,
+        )  # fmt: skip
+    r.acc.wait_for_everyone()
+    return path
+
+
+def validate_now(r: _Run, *, step: int, prompts: list[str], terms: list) -> None:
+    """Sample the validation prompts with the current student (rank 0), log rewards, save videos."""
+    from .training import roles
+    from .training.validation import run_validation
+
+    if r.acc.is_main_process and prompts:
+        v = r.cfg.validation
+        folder = r.run_dir / "validation" / f"step-{step:08d}" if v.save_videos else None
+        with r.acc.autocast(), roles.swap_unet(r.student, r.raw_unet):
+            out = run_validation(r.student, prompts, v.steps, terms, folder, w=v.w, seed=v.seed, fps=v.fps)
+        r.log.log(step, out)
+        r.say(f"step {step} validation: " + ", ".join(f"{k[4:]}={x:.4g}" for k, x in out.items()))
+    r.acc.wait_for_everyone()
+
+
+def _accelerator(cfg: Config, trackers: list[str]):
+    """accelerate's Accelerator for this run; one-line ConfigErrors for what it cannot do."""
+    from accelerate import Accelerator
+
+    t = cfg.train
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda, but no CUDA device is visible")
+    cpu = t.device == "cpu" or not torch.cuda.is_available()
+    if cpu and t.mixed_precision == "fp16":
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
+    try:
+        acc = Accelerator(
+            cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=cfg.output_dir
+        )
+    except ValueError as e:  # accelerate's process-wide state keeps the first run's settings
+        if "already been initialized" not in str(e):
+            raise
+        raise ConfigError(
+            f"train.mixed_precision={t.mixed_precision} / train.device={t.device}: this process already "
+            "trained with other settings (accelerate keeps them per process); run this one in a new process"
+        ) from None
+    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):  # checkpoints here read unsharded weights
+        raise ConfigError(
+            f"{acc.distributed_type.name} is not supported yet (sharded checkpoints and the EMA target are "
+            "not implemented): launch with DDP, e.g. accelerate launch --multi_gpu (the released recipe)"
+        )
+    return acc
 
 
 def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, printer=None) -> TrainResult:
@@ -83,8 +188,10 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         cfg: a Config, a dict of sections, or a preset name / YAML path.
         overrides: dotted overrides (["optim.lr=1e-4"] or {"optim.lr": 1e-4}).
         printer: where messages go (default: tqdm-safe print on the main process).
+    Raises:
+        T2VTurboError (one line): a bad config, unreadable data or checkpoint, an output_dir holding
+            another run's checkpoints; `TrainingStopped` after `train.max_nan_steps` non-finite steps.
     """
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
@@ -92,40 +199,19 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     from .training import checkpoint as ckpt
     from .training import metrics, roles
     from .training.placement import CD, resolve_placement
-    from .training.validation import run_validation, validation_prompts
+    from .training.validation import validation_prompts
 
     cfg = load_config(cfg, overrides) if not isinstance(cfg, Config) or overrides else cfg
     validate(cfg)
-    t, run, start_time = cfg.train, Path(cfg.output_dir), time.perf_counter()
+    t, run_dir, start_time = cfg.train, Path(cfg.output_dir), time.perf_counter()
     val_prompts = validation_prompts(cfg)  # a missing prompt file fails before any model loads
 
     # 0. Processes and devices (accelerate reads the launcher's environment).
-    if t.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda, but no CUDA device is visible")
-    cpu = t.device == "cpu" or not torch.cuda.is_available()
-    if cpu and t.mixed_precision == "fp16":
-        raise UserError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
     print_ = printer or tqdm.write
     trackers = metrics.available_trackers(t.trackers, print_)
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # train() may run several times in one process (the world builds two students): accelerate keeps
-        # a process-wide state that refuses a new mixed-precision setting unless reset
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=False)
-    acc = Accelerator(
-        cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=str(run)
-    )
+    acc = _accelerator(cfg, trackers)
     rank, world, main, dev = acc.process_index, acc.num_processes, acc.is_main_process, acc.device
-    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):  # checkpoints here read unsharded weights
-        raise UserError(
-            f"{acc.distributed_type.name} is not supported yet (sharded checkpoints and the EMA target are "
-            "not implemented): launch with DDP, e.g. accelerate launch --multi_gpu (the released recipe)"
-        )
-
-    def say(msg: str) -> None:
-        if main:
-            print_(msg)
+    say = partial(_print_if, main, print_)
 
     # 1. Roles: frozen teacher (weights in the autocast dtype), trainable student, optional EMA target.
     torch.manual_seed(cfg.seed)
@@ -137,8 +223,6 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     for p in params:  # trainable weights stay fp32 under autocast
         p.data = p.data.float()
     target = roles.make_target(cfg, teacher, student) if cfg.distill.target == "ema" else None
-    solver = DDIMSolver(teacher.schedule, cfg.distill.num_ddim_timesteps)
-    step_cfg = cfg.distill.step_config()
 
     # 2. Rewards and their placement on ranks (validated; effective weights printed).
     terms = roles.build_reward_terms(cfg)
@@ -147,7 +231,6 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     local_terms = [r for r in terms if placement.on(r.name, rank)]
     for r in local_terms:
         r.model.to(dev)
-    do_cd = placement.on(CD, rank)
 
     # 3. Optimizer (AdamW / 8-bit AdamW) and LR schedule; accelerate wraps the student UNet (DDP etc.).
     optimizer = roles.make_optimizer(cfg, params)
@@ -155,67 +238,62 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     student.unet, optimizer = acc.prepare(student.unet, optimizer)
     raw_unet = acc.unwrap_model(student.unet)
 
-    # 4. Resume (weights, EMA, optimizer, scheduler, RNG, data positions), then the run folder.
+    # 4. Resume (weights, EMA, optimizer, scheduler, RNG, data positions).
     state = {"step": 0, "positions": [0] * world, "nan_steps": 0, "world_size": world}
-    resume_from = ckpt.find_resume(t.resume, run)
-    if resume_from is None and ckpt.list_checkpoints(run):
-        raise UserError(
-            f"{run} already holds checkpoints of an earlier run: continue it with train.resume=latest, "
+    resume_from = ckpt.find_resume(t.resume, run_dir)
+    if resume_from is None and ckpt.list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints of an earlier run: continue it with train.resume=latest, "
             "or give a new output_dir"
         )
+    if t.resume == "latest" and resume_from is None:
+        say(f"train.resume=latest: no checkpoint in {ckpt.checkpoint_root(run_dir)} yet; starting a new run")
     if resume_from is not None:
         state = ckpt.restore(resume_from, raw_unet, target, optimizer, scheduler, rank, world, say)
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(cfg.to_yaml())
-        say(describe(cfg, world))
-    if trackers:
-        acc.init_trackers(cfg.name, config={"lr": cfg.optim.lr, "steps": t.max_steps, "batch": t.batch_size})
-    log = metrics.MetricsLog(run, acc, state["step"] if resume_from else None, enabled=main)
 
-    # 5. Data: this rank's stream from its saved position; skipped items are counted, never fatal.
-    rank_print = print_ if main else (lambda m: print_(f"[rank {rank}] {m}"))
+    # 5. Data: this rank's stream from its saved position; skipped items are counted, never fatal. Built
+    # before the run folder, so unreadable data (a DataError) leaves no half-made run behind.
     size = clip_size(cfg.data, teacher)  # (T, H, W, fps)
-    loader = build_loader(cfg, size, rank, world, state["positions"][rank], rank_print)
+    loader = build_loader(cfg, size, rank, world, state["positions"][rank], partial(_print_ranked, rank, print_))
     if resume_from is not None and len(state.get("skipped", [])) == world:
         loader.skips.counts.update(state["skipped"][rank])
     uncond = teacher.encode_prompt([""])
     if hasattr(loader.dataset, "check_compatible"):  # a latent cache must match this teacher
         loader.dataset.check_compatible(teacher.latent_shape(1, size[0])[1:], uncond.shape[1:])
-    keys = ["loss", "loss_cd", *[f"reward/{r.name}" for r in terms], "w", "t"]
 
-    def save(step: int) -> Path | None:
-        per_rank = gather_object([(ckpt.rng_state(), loader.position, dict(loader.skips.counts))])
-        path = None
-        if main:
-            rngs, positions, skips = (list(x) for x in zip(*per_rank))
-            trainable = roles.trainable_state(raw_unet)
-            ema = roles.named_like(target.unet, trainable) if target is not None else None
-            st = {**state, "step": step, "positions": positions, "skipped": skips, "written_by_rank": rank}
-            path = ckpt.save_checkpoint(
-                run, step, trainable, optimizer.state_dict(), scheduler.state_dict(), rngs, st, cfg.to_yaml(),
-                ema, cfg.checkpoint.limit,
-            )  # fmt: skip
-        acc.wait_for_everyone()
-        return path
+    # 6. The run folder: resolved config, metrics log, trackers.
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        say(describe(cfg, world))
+    if trackers:
+        acc.init_trackers(cfg.name, config={"lr": cfg.optim.lr, "steps": t.max_steps, "batch": t.batch_size})
+    log = metrics.MetricsLog(run_dir, acc, state["step"] if resume_from else None, enabled=main)
+    r = _Run(cfg, acc, run_dir, student, raw_unet, target, optimizer, scheduler, loader, log, say)
 
-    def validate_now(step: int) -> None:
-        if main and val_prompts:
-            v = cfg.validation
-            folder = run / "validation" / f"step-{step:08d}" if v.save_videos else None
-            with acc.autocast(), roles.swap_unet(student, raw_unet):
-                out = run_validation(
-                    student, val_prompts, v.steps, local_terms, folder, v.guidance, v.seed, v.fps
-                )
-            log.log(step, out)
-            say(f"step {step} validation: " + ", ".join(f"{k[4:]}={x:.4g}" for k, x in out.items()))
-        acc.wait_for_everyone()
+    # 7. The step function, bound once: Algorithm 1 (CD only on the ranks placed for it), or the chain
+    # baseline; the loop calls it with the batch and the micro-step's generator.
+    if t.mode == "chain":  # the chain-backprop baseline (benchmarks/training.py measures it)
+        step_fn = partial(
+            _chain_step, student, rewards=local_terms, num_steps=t.chain_steps, backprop_steps=t.chain_backprop,
+            w=t.chain_w, decode_checkpointing=cfg.distill.decode_checkpointing,
+        )  # fmt: skip
+    else:
+        step_fn = partial(
+            distill_step, student=student, teacher=teacher, solver=DDIMSolver(teacher.schedule, cfg.distill.num_ddim_timesteps),
+            uncond=uncond, rewards=local_terms, config=roles.distill_config(cfg), target=target,
+            compute_cd=placement.on(CD, rank),
+        )  # fmt: skip
+    keys = ["loss", "loss_cd", *[f"reward/{x.name}" for x in terms], "w", "t"]  # logged per step
+    bar_keys = {"loss": "loss", "loss_cd": "loss_cd", **{f"reward/{x.name}": f"r/{x.name}" for x in terms}}
 
-    # 6. The loop: grad_accum micro-steps of Algorithm 1, one optimizer step.
+    # 8. The loop: grad_accum micro-steps, one optimizer step.
     bar = tqdm(total=t.max_steps, initial=state["step"], disable=not (main and t.progress), desc=cfg.name)
     consecutive_bad, last_ckpt, loop_start, first_step = 0, None, time.perf_counter(), state["step"]
     for step in range(state["step"], t.max_steps):
-        sums, counts, bad = *torch.zeros(2, len(keys), dtype=torch.float64), 0.0
+        sums = torch.zeros(len(keys), dtype=torch.float64)
+        counts = torch.zeros(len(keys), dtype=torch.float64)
+        bad = 0.0
         for micro in range(t.grad_accum):
             batch = next(loader)
             seed = step_seed(cfg.seed, rank, step, micro)
@@ -225,16 +303,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             z0, cond, prompts = _prepare_batch(batch, teacher, cfg, g, dev)
             sync = micro == t.grad_accum - 1
             with contextlib.nullcontext() if sync else acc.no_sync(student.unet), acc.autocast():
-                if t.mode == "chain":  # the chain-backprop baseline (benchmarks/training.py measures it)
-                    out = chain_reward_step(
-                        student, prompts, local_terms, t.chain_steps, t.chain_backprop, t.chain_guidance, g,
-                        step_cfg.decode_checkpointing, cond=cond,
-                    )  # fmt: skip
-                else:
-                    out = distill_step(
-                        student, teacher, solver, z0, prompts, cond, uncond, local_terms, step_cfg, target, g,
-                        compute_cd=do_cd,
-                    )  # fmt: skip
+                out = step_fn(z0=z0, prompts=prompts, cond=cond, generator=g)
                 # backward even when non-finite: DDP needs every rank's backward; the step is skipped below
                 acc.backward(out["loss"] / t.grad_accum)
             if not torch.isfinite(out["loss"].detach()).item():
@@ -269,45 +338,45 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
             log.log(done, {**means, "lr": scheduler.get_last_lr()[0], "skipped_step": not ok,
                            "nan_steps": state["nan_steps"], "data_skipped": loader.skips.total,
                            "time": time.perf_counter() - start_time})  # fmt: skip
-        bar.set_postfix({k.replace("reward/", "r/"): f"{x:.4g}" for k, x in means.items() if len(k) > 1})
+        bar.set_postfix({short: f"{means[k]:.4g}" for k, short in bar_keys.items() if k in means})
         bar.update(1)
         if consecutive_bad >= t.max_nan_steps:
             bar.close()
-            last = ckpt.list_checkpoints(run)
+            last = ckpt.list_checkpoints(run_dir)
             raise TrainingStopped(
                 f"stopped at step {done}: {consecutive_bad} consecutive steps had a non-finite loss or "
                 f"gradient (lower optim.lr, check data and rewards); last good checkpoint: "
                 f"{last[-1] if last else 'none'}"
             )
         if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < t.max_steps:
-            last_ckpt = save(done)
+            last_ckpt = save(r, step=done, state=state)
         if cfg.validation.every and done % cfg.validation.every == 0 and done < t.max_steps:
-            validate_now(done)
+            validate_now(r, step=done, prompts=val_prompts, terms=local_terms)
     bar.close()
 
-    # 7. The end: checkpoint, validation, export (merged student + LoRA alone), plot, summary.
+    # 9. The end: checkpoint, validation, export (merged student + LoRA alone), plot, summary.
     done = max(state["step"], t.max_steps)
-    last_ckpt = save(done)
-    validate_now(done)
+    last_ckpt = save(r, step=done, state=state)
+    validate_now(r, step=done, prompts=val_prompts, terms=local_terms)
     sha = roles.weights_sha256(roles.trainable_state(raw_unet))
     per_rank = gather_object([(dict(loader.skips.counts), sha)])
     skipped = sum((Counter(c) for c, _ in per_rank), Counter())
     shas = [sha for _, sha in per_rank]
-    result = TrainResult(run, done, last_checkpoint=last_ckpt, metrics=run / "metrics.jsonl",
+    result = TrainResult(run_dir, done, last_checkpoint=last_ckpt, metrics=run_dir / "metrics.jsonl",
                          nan_steps=state["nan_steps"], skipped=dict(skipped))  # fmt: skip
     if main:
         if cfg.checkpoint.export:
-            result.lora_path, result.student_dir = roles.export(student, raw_unet, cfg, run)
-        result.plot = metrics.plot_metrics(run / "metrics.jsonl", run / "loss.png", cfg.name)
+            result.lora_path, result.student_dir = roles.export(student, raw_unet, cfg, run_dir)
+        result.plot = metrics.plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png", cfg.name)
         result.seconds = time.perf_counter() - start_time
         rate = (done - first_step) / max(time.perf_counter() - loop_start, 1e-9)
         summary = {"step": done, "steps_this_session": done - first_step, "steps_per_second": rate,
                    "world_size": world, "nan_steps": state["nan_steps"], "skipped": result.skipped,
                    "rank_weights_sha256": shas, "seconds": result.seconds}  # fmt: skip
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if len(set(shas)) > 1:
             say(f"warning: ranks ended with different weights: {shas}")
-        say(metrics.finish_message(done, result.seconds, rate, result.skipped, state["nan_steps"], run))
+        say(metrics.finish_message(done, result.seconds, rate, result.skipped, state["nan_steps"], run_dir))
     acc.wait_for_everyone()
     if trackers:
         acc.end_training()

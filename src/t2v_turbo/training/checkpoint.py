@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import CheckpointError
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -51,7 +51,7 @@ def find_resume(resume: str | None, run_dir: str | Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise UserError(f"train.resume={resume!r}: not a checkpoint folder (no state.json)")
+        raise CheckpointError(f"train.resume={resume!r}: not a checkpoint folder (no state.json)")
     return path
 
 
@@ -82,6 +82,7 @@ def _fsync(path: Path) -> None:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
+    *,
     trainable: dict[str, torch.Tensor],
     optimizer: dict,
     scheduler: dict,
@@ -165,7 +166,7 @@ def load_checkpoint(path: str | Path) -> dict:
             "config_yaml": (path / "config.yaml").read_text(),
         }
     except FileNotFoundError as e:
-        raise UserError(f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing") from None
+        raise CheckpointError(f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing") from None
 
 
 def restore(path: Path, raw_unet, target, optimizer, scheduler, rank: int, world: int, say=print) -> dict:

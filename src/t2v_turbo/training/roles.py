@@ -1,5 +1,6 @@
-"""Build the roles of a run from its config (teacher, student, EMA target, rewards, optimizer) and
-export the result (the LoRA alone, the merged student in its native format)."""
+"""Build the roles of a run from its config (teacher, student, EMA target, rewards, optimizer, the
+step's `DistillConfig`) and export the result (the LoRA alone, the merged student in its native
+format)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..distill import DistillConfig
+from ..errors import CheckpointError, ConfigError
 from ..models.base import Backbone
 
 
@@ -22,18 +24,27 @@ def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
 
         d = cfg.data
         if d.width is not None and d.height is not None and d.width != d.height:
-            raise UserError("the tiny teacher makes square videos: set data.height == data.width")
+            raise ConfigError("the tiny teacher makes square videos: set data.height == data.width")
         teacher = tiny_modelscope(
             seed=cfg.model.tiny_seed, frames=d.num_frames or 4, size=d.height or d.width or 16
         )
     else:
-        from ..pipeline import load_backbone
+        from ..models.registry import load_backbone
 
         try:
             teacher = load_backbone(spec)
         except FileNotFoundError as e:
-            raise UserError(f"model.teacher={spec!r}: {e}") from None
+            raise CheckpointError(f"model.teacher={spec!r}: {e}") from None
     return teacher.to(device).freeze().eval()
+
+
+def distill_config(cfg) -> DistillConfig:
+    """The `distill_step` knobs of the config's `distill` section (the grid and EMA decay stay here)."""
+    d = cfg.distill
+    return DistillConfig(
+        w_min=d.w_min, w_max=d.w_max, loss_type=d.loss_type, huber_c=d.huber_c, target=d.target,
+        sigma_data=d.sigma_data, timestep_scaling=d.timestep_scaling, decode_checkpointing=d.decode_checkpointing,
+    )  # fmt: skip
 
 
 def build_student(cfg, teacher: Backbone) -> Backbone:
@@ -76,10 +87,10 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
     params = dict(module.named_parameters())
     missing = [n for n in state if n not in params]
     if missing:
-        raise UserError(f"checkpoint {what} does not fit this model: unknown tensors {missing[:5]}")
+        raise CheckpointError(f"checkpoint {what} does not fit this model: unknown tensors {missing[:5]}")
     for n, t in state.items():
         if params[n].shape != t.shape:
-            raise UserError(
+            raise CheckpointError(
                 f"checkpoint {what}: {n} has shape {tuple(t.shape)}, the model {tuple(params[n].shape)}"
             )
         params[n].copy_(t.to(params[n].dtype))
@@ -92,7 +103,7 @@ def make_optimizer(cfg, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         try:
             import bitsandbytes as bnb
         except ModuleNotFoundError:
-            raise UserError(
+            raise ConfigError(
                 "optim.name=adamw8bit needs bitsandbytes: pip install 't2v-turbo[bnb]' (or optim.name=adamw)"
             ) from None
         return bnb.optim.AdamW8bit(params, **kw)
@@ -124,23 +135,29 @@ def reward_specs(cfg) -> list[dict]:
 
 
 def check_reward_names(cfg) -> None:
-    """Fail early (UserError) on reward names the registry does not know."""
+    """Fail early (ConfigError) on reward names the registry does not know."""
     from ..rewards.base import REWARDS
 
     unknown = [r.name for r in cfg.rewards if r.name not in REWARDS]
     if unknown:
-        raise UserError(f"unknown reward(s) {unknown}; valid: {REWARDS.names()}")
+        raise ConfigError(f"unknown reward(s) {unknown}; valid: {REWARDS.names()}")
 
 
 def build_reward_terms(cfg):
-    """The reward mixture (frozen reward models); bad names or missing checkpoints are UserErrors."""
+    """The reward mixture (frozen reward models); bad names or options are ConfigErrors, missing or
+    broken checkpoints CheckpointErrors (one line each)."""
+    from ..errors import T2VTurboError
     from ..rewards.base import build_rewards
 
     check_reward_names(cfg)
     try:
         return build_rewards(reward_specs(cfg))
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(f"rewards: {e}") from None
+    except T2VTurboError:
+        raise
+    except FileNotFoundError as e:
+        raise CheckpointError(f"rewards: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"rewards: {e}") from None
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:

@@ -27,11 +27,12 @@ def run_validation(
     step_counts: Sequence[int],
     terms: Sequence[RewardTerm],
     out_dir: Path | None,
-    guidance: float = 7.5,
+    w: float = 7.5,
     seed: int = 0,
     fps: int | None = None,
 ) -> dict[str, float]:
-    """Sample every prompt at each step count with `pipeline.generate`; save videos under
+    """Sample every prompt at each step count with `pipeline.generate` at the student's embedded
+    guidance `w`; save videos under
     `out_dir/{n}-step/`; return {"val/{n}step/{reward}": mean score, "val/{n}step/seconds": ...}."""
     from ..pipeline import generate, save_videos
 
@@ -40,7 +41,7 @@ def run_validation(
     results: dict[str, float] = {}
     try:
         for n in step_counts:
-            gen = generate(student, list(prompts), num_steps=n, guidance=guidance, seed=seed)
+            gen = generate(student, list(prompts), num_steps=n, w=w, seed=seed)
             results[f"val/{n}step/seconds"] = gen.seconds
             if out_dir is not None:
                 save_videos(
