@@ -14,8 +14,8 @@ Two layers:
 - `Denoiser` (a typing Protocol): all that samplers, `distill_step`, the chain baseline and generation
   call. Anything with these members works there, subclass or not.
 - `TrainableMixin`: what training and export need on top (a student with a w embedding, LoRA,
-  gradient checkpointing, trainable parameters, persistence). It works on one network, the attribute
-  named by `denoiser_attr` ("unet" unless an adapter says otherwise).
+  gradient checkpointing, trainable parameters, persistence). It works on one network, `self.unet`
+  (whatever its architecture: a UNet, or a video transformer for Wan).
 An adapter subclasses `Backbone` (nn.Module + both) and implements the abstract methods.
 """
 
@@ -25,7 +25,7 @@ import abc
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.utils.checkpoint
@@ -101,20 +101,13 @@ class Denoiser(Protocol):
 class TrainableMixin(abc.ABC):
     """Training and export affordances of an nn.Module backbone.
 
-    Needs: `self.<denoiser_attr>` (default `self.unet`), the nn.Module that trains; the host class
-    is an nn.Module (for `requires_grad_`) that also carries `schedule`, `w_embedding_dim`,
-    `guidance_convention`, `family`, `native_fps` and `resolution` (the saved metadata).
+    Needs: `self.unet`, the nn.Module that trains (the trainer wraps it for DDP and swaps it back);
+    the host class is an nn.Module (for `requires_grad_`) that also carries `schedule`,
+    `w_embedding_dim`, `guidance_convention`, `family`, `native_fps` and `resolution` (the metadata
+    every checkpoint records).
     """
 
-    denoiser_attr: ClassVar[str] = "unet"
-
-    @property
-    def denoiser_module(self) -> nn.Module:
-        """The trainable network (the UNet of a UNet backbone)."""
-        return getattr(self, self.denoiser_attr)
-
-    def _set_denoiser_module(self, module: nn.Module) -> None:
-        setattr(self, self.denoiser_attr, module)
+    unet: nn.Module
 
     @abc.abstractmethod
     def make_student(self, w_embedding_dim: int = 256, init: str = "normal", seed: int = 0) -> Backbone:
@@ -132,18 +125,16 @@ class TrainableMixin(abc.ABC):
         """Inject peft LoRA into every Linear/Conv of the network (see models/lora.py)."""
         from .lora import add_lora
 
-        self._set_denoiser_module(
-            add_lora(self.denoiser_module, rank=rank, alpha=alpha, dropout=dropout, **kw)
-        )
+        self.unet = add_lora(self.unet, rank=rank, alpha=alpha, dropout=dropout, **kw)
 
     def merge_lora(self) -> None:
         """Fold LoRA weights into the base weights (for inference and native export)."""
         from .lora import merge_lora
 
-        self._set_denoiser_module(merge_lora(self.denoiser_module))
+        self.unet = merge_lora(self.unet)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.denoiser_module.parameters() if p.requires_grad]
+        return [p for p in self.unet.parameters() if p.requires_grad]
 
     def freeze(self) -> Backbone:
         """Freeze every parameter (teacher / target use); returns self."""
@@ -228,16 +219,15 @@ class Backbone(TrainableMixin, nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.denoiser_module.parameters()).device
+        return next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser_module.parameters()).dtype
+        return next(self.unet.parameters()).dtype
 
     @property
     def latent_channels(self) -> int:
-        net = self.denoiser_module
-        return int(net.config.in_channels) if hasattr(net, "config") else 4
+        return int(self.unet.config.in_channels) if hasattr(self.unet, "config") else 4
 
 
 def read_metadata(path: str | Path) -> dict:
