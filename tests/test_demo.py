@@ -158,7 +158,7 @@ def test_model_path_checkpoints_load_and_broken_ones_are_one_line_errors(tiny_mo
     models = load_models([str(tmp_path / "ckpt")], "cpu", shipped=False)
     assert list(models) == [str(tmp_path / "ckpt")] and models[str(tmp_path / "ckpt")].w_embedding_dim
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="cannot load model") as e:
+    with pytest.raises(CheckpointError, match="empty: the UNet config is missing") as e:
         load_models([str(tmp_path / "empty")], "cpu", shipped=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="no models"):
