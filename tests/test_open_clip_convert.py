@@ -23,18 +23,8 @@ from t2v_turbo.open_clip_convert import (
     vision_state_dict_to_open_clip,
 )
 
-# reference layouts recorded from open_clip 2.24 (shared/ sits beside the checkout, or inside it)
-LAYOUTS = next(
-    (
-        p / "reference" / "vc2_layouts"
-        for p in (
-            Path(__file__).resolve().parents[2] / "shared",
-            Path(__file__).resolve().parents[1] / "shared",
-        )
-        if p.exists()
-    ),
-    Path("shared/reference/vc2_layouts"),
-)
+# reference layouts recorded from open_clip 2.24 (vendored in tests/fixtures)
+LAYOUTS = Path(__file__).resolve().parent / "fixtures" / "vc2_layouts"
 TINY = dict(embed=16, width=32, heads=4, layers=2, ctx=12, vocab=50, vwidth=24, vheads=3, patch=8, image=32)
 
 

@@ -20,7 +20,7 @@ from t2v_turbo.models.release_lora import (
     release_lora_targets,
 )
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
+REF = Path(__file__).resolve().parent / "fixtures" / "vc2_layouts"  # vendored reference data
 
 
 MS_FULL = dict(

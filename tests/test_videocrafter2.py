@@ -19,7 +19,7 @@ from t2v_turbo.models.vc2_checkpoint import (
 from t2v_turbo.models.vc2_unet import timestep_embedding
 from t2v_turbo.models.videocrafter2 import VC2Config, VideoCrafter2
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
+REF = Path(__file__).resolve().parent / "fixtures" / "vc2_layouts"  # vendored reference data
 
 
 PROMPTS = ["a red digit 7 moving left", "a cyan digit 0 moving up"]

@@ -10,7 +10,7 @@ from t2v_turbo.models.release_lora import release_lora_shapes, release_lora_targ
 from t2v_turbo.models.vc2_checkpoint import SCHEDULE_BUFFERS, ldm_schedule_buffers
 from t2v_turbo.models.videocrafter2 import VC2Config, VideoCrafter2
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vc2_layouts"
+REF = Path(__file__).resolve().parent / "fixtures" / "vc2_layouts"  # vendored reference data
 
 
 pytestmark = pytest.mark.skipif(
