@@ -134,3 +134,69 @@ def test_ddim_cfg_sampler_matches_diffusers_loop():
         out = uncond(z, tb) + 7.5 * (cond(z, tb) - uncond(z, tb))
         z = sch.step(out, t, z).prev_sample
     torch.testing.assert_close(ours, z, rtol=1e-4, atol=1e-5)
+
+
+def test_the_consistency_function_meets_the_boundary_and_is_shared():
+    from t2v_turbo.sampling import ConsistencyDenoiser, consistency_fn
+
+    s = NoiseSchedule.make()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 4, 2, 4, 4, generator=g)
+    t = torch.tensor([0, 259, 999])
+    f, x0 = ConsistencyDenoiser(_fake_model, s)(z, t)
+    torch.testing.assert_close(f[0], z[0], rtol=0, atol=0)  # f(z, 0) = z (c_skip = 1, c_out = 0)
+    torch.testing.assert_close(x0, s.to_x0_eps(_fake_model(z, t), z, t)[0], rtol=0, atol=0)
+    c_skip, c_out = s.consistency_scalings(t)
+    torch.testing.assert_close(f, c_skip.view(-1, 1, 1, 1, 1) * z + c_out.view(-1, 1, 1, 1, 1) * x0)
+
+    class Backbone:  # the Denoiser members consistency_fn uses
+        schedule = s
+
+        def model_output(self, z_t, t, cond, w_emb=None):
+            return _fake_model(z_t * cond, t) + w_emb
+
+    f2, _ = consistency_fn(Backbone(), z, t, cond=torch.tensor(0.5), w_emb=torch.tensor(0.1))
+    f3, _ = ConsistencyDenoiser(lambda z_t, t_: _fake_model(z_t * 0.5, t_) + 0.1, s)(z, t)
+    assert torch.equal(f2, f3)
+
+
+def test_grad_last_k_changes_gradients_not_the_sample():
+    s = NoiseSchedule.make()
+    ts = consistency_timesteps(3)
+    scale = torch.tensor(0.9, requires_grad=True)
+    seen = []
+
+    def model(z, t):
+        seen.append(torch.is_grad_enabled())
+        return _fake_model(z * scale, t)
+
+    def run(k):
+        seen.clear()
+        return consistency_sample(
+            model, s, (1, 4, 2, 4, 4), ts, generator=torch.Generator().manual_seed(2), grad_last_k=k
+        )
+
+    with torch.no_grad():
+        plain = run(0)
+    assert seen == [False, False, False] and not plain.requires_grad
+    last2 = run(2)
+    assert seen == [False, True, True] and last2.requires_grad
+    assert torch.equal(plain, last2.detach())  # the same draws, the same video
+    (g2,) = torch.autograd.grad(last2.sum(), scale)
+    (g1,) = torch.autograd.grad(run(1).sum(), scale)
+    assert float(g1) != float(g2)
+
+
+def test_one_sampling_loop_serves_flow_matching():
+    """consistency_sample with the flow schedule (c_skip 0, c_out 1, float timesteps 1000 s) equals the
+    flow module's dedicated consistency sampler."""
+    from t2v_turbo.flow import FlowSchedule, consistency_sigmas, flow_consistency_sample
+
+    fs = FlowSchedule(shift=3.0)
+    sigmas = consistency_sigmas(4, shift=3.0)
+    shape = (2, 4, 3, 4, 4)
+    ours = consistency_sample(
+        _fake_model, fs, shape, [1000.0 * x for x in sigmas], generator=torch.Generator().manual_seed(5)
+    )
+    ref = flow_consistency_sample(_fake_model, fs, shape, sigmas, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)

@@ -96,7 +96,8 @@ def distill_step(
         with torch.no_grad():
             # 4. Teacher CFG on x0 and eps (cond and uncond in one batch), then one solver step to t_n.
             z_both, t_both = torch.cat([z_t, z_t]), torch.cat([t_start, t_start])
-            both = teacher.model_output(z_both, t_both, torch.cat([cond, uncond.expand(b, *uncond.shape[1:]).to(cond.dtype)]))
+            uncond_b = uncond.expand(b, *uncond.shape[1:]).to(cond.dtype)
+            both = teacher.model_output(z_both, t_both, torch.cat([cond, uncond_b]))
             x0_both, eps_both = schedule.to_x0_eps(both.float(), z_both.float(), t_both)
             x0_c, x0_u = x0_both.chunk(2)
             eps_c, eps_u = eps_both.chunk(2)

@@ -77,9 +77,7 @@ class ConsistencyDenoiser:
     float32 whatever the model's dtype; `t` is a (B,) tensor of any dtype the schedule reads.
     """
 
-    def __init__(
-        self, model_fn: ModelFn, schedule, sigma_data: float = 0.5, timestep_scaling: float = 10.0
-    ):
+    def __init__(self, model_fn: ModelFn, schedule, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
         self.model_fn, self.schedule = model_fn, schedule
         self.sigma_data, self.timestep_scaling = sigma_data, timestep_scaling
 

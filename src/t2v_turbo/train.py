@@ -102,7 +102,12 @@ def _prepare_batch(batch, teacher, cfg, g, dev):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
             d = cfg.data
             z0 = generate(
-                teacher, prompts, num_steps=d.teacher_steps, cfg_scale=d.teacher_cfg_scale, seed=seed, decode=False
+                teacher,
+                prompts,
+                num_steps=d.teacher_steps,
+                cfg_scale=d.teacher_cfg_scale,
+                seed=seed,
+                decode=False,
             ).videos
         cond = batch["cond"].to(dev) if "cond" in batch else teacher.encode_prompt(prompts)
     return z0.to(dev).float(), cond, prompts
@@ -254,7 +259,9 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     # 5. Data: this rank's stream from its saved position; skipped items are counted, never fatal. Built
     # before the run folder, so unreadable data (a DataError) leaves no half-made run behind.
     size = clip_size(cfg.data, teacher)  # (T, H, W, fps)
-    loader = build_loader(cfg, size, rank, world, state["positions"][rank], partial(_print_ranked, rank, print_))
+    loader = build_loader(
+        cfg, size, rank, world, state["positions"][rank], partial(_print_ranked, rank, print_)
+    )
     if resume_from is not None and len(state.get("skipped", [])) == world:
         loader.skips.counts.update(state["skipped"][rank])
     uncond = teacher.encode_prompt([""])

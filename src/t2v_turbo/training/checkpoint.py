@@ -166,7 +166,9 @@ def load_checkpoint(path: str | Path) -> dict:
             "config_yaml": (path / "config.yaml").read_text(),
         }
     except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete: {Path(e.filename).name} is missing"
+        ) from None
 
 
 def restore(path: Path, raw_unet, target, optimizer, scheduler, rank: int, world: int, say=print) -> dict:
