@@ -385,36 +385,82 @@ class WanBackbone(Backbone):
         return ((raw.float() - mean) / std).to(raw.dtype)
 
     def decode_latents(
-        self, z: Tensor, frames: Sequence[int] | Tensor | None = None, checkpoint: bool = False
+        self,
+        z: Tensor,
+        frames: Sequence[int] | Tensor | None = None,
+        checkpoint: bool = False,
+        *,
+        context_grad: bool = False,
     ) -> Tensor:
-        """Normalised latents (B, 16, n, h, w) -> video (B, 3, T', H, W), differentiable (not clamped).
+        """Normalised latents (B, 16, n, h, w) -> video (B, 3, T', H, W) in [-1, 1] (clamped, as
+        AutoencoderKLWan.decode), differentiable.
 
-        frames: pixel frame indices in [0, 1 + 4 (n - 1)); only the latent prefix up to the latent
-            frame of the last requested frame is decoded (the causal decoder's smallest exact span).
-        checkpoint: recompute the decoder's activations in backward (peak = one decode's forward).
+        The decoder is causal and runs latent frame by latent frame through a feature cache (as
+        diffusers does), so pixel frame p depends on every latent frame up to its own. With `frames`,
+        only latent frames 0..L are decoded, L = the latent frame of the last requested frame (the
+        smallest exact span). The latent frames before the first requested frame's are context: decoded
+        without gradients unless `context_grad` (pixels are exact either way; the gradient with respect
+        to the latent frames that hold requested frames is exact too, and is zero for the context
+        frames, whose influence runs only through the cache). Peak memory: the activations of the
+        latent frames holding requested frames, not of the whole prefix.
+
+        checkpoint: recompute each latent frame's decoder activations in backward (peak = one latent
+            frame's activations; cache state is passed explicitly, so the recompute is exact).
         """
-        from ..weights import checkpointed_call
-
         n = z.shape[2]
         total = pixel_frames(n, self.temporal_factor)
-        idx = None
-        if frames is not None:
+        if frames is None:
+            idx, first, last = None, 0, n - 1
+        else:
             idx = torch.as_tensor(frames, dtype=torch.long).flatten().cpu()
             if idx.numel() == 0:
                 raise InputError("decode_latents: no frames requested")
             if int(idx.min()) < 0 or int(idx.max()) >= total:
                 raise InputError(f"frames must be in [0, {total}) for {n} latent frames; got {idx.tolist()}")
-            span = latent_frame_of(int(idx.max()), self.temporal_factor) + 1
-            z = z[:, :, :span]
+            first = 0 if context_grad else latent_frame_of(int(idx.min()), self.temporal_factor)
+            last = latent_frame_of(int(idx.max()), self.temporal_factor)
         mean, std = self.latents_mean.to(z.device), self.latents_std.to(z.device)
-        # z_raw = z * std + mean
-        raw = (z.float() * std + mean).to(self.vae.dtype)
+        # z_raw = z * std + mean  (undo the per-channel normalisation)
+        raw = (z[:, :, : last + 1].float() * std + mean).to(self.vae.dtype)
+        video = self._causal_decode(raw, first, checkpoint)  # pixel frames of latent frames first..last
+        if idx is None:
+            return video
+        offset = (
+            0 if first == 0 else pixel_frames(first, self.temporal_factor)
+        )  # first pixel of latent `first`
+        return video[:, :, (idx - offset).to(video.device)]
 
-        def _decode(x: Tensor) -> Tensor:
-            return self.vae.decode(x, return_dict=False)[0]
+    def _causal_decode(self, raw: Tensor, first: int, checkpoint: bool) -> Tensor:
+        """AutoencoderKLWan's decode loop (post_quant_conv, then the decoder one latent frame at a time
+        with its causal feature cache), returning the pixels of latent frames first..n-1; frames before
+        `first` only fill the cache, without gradients."""
+        from torch.utils.checkpoint import checkpoint as ckpt
 
-        video = checkpointed_call(self.vae, _decode, raw) if checkpoint else _decode(raw)
-        return video if idx is None else video[:, :, idx.to(video.device)]
+        vae = self.vae
+        vae.clear_cache()
+        cache = list(vae._feat_map)  # one slot per causal conv of the decoder (None / "Rep" / tensor)
+        vae.clear_cache()
+        x = vae.post_quant_conv(raw)  # a 1x1x1 conv: frame by frame
+
+        def frame_fn(x_i: Tensor, *cache_in, first_chunk: bool):
+            state = list(cache_in)  # a fresh list: the recompute in backward sees the same input state
+            out = vae.decoder(x_i, feat_cache=state, feat_idx=[0], first_chunk=first_chunk)
+            return (out, *state)
+
+        outs = []
+        for i in range(raw.shape[2]):
+            x_i = x[:, :, i : i + 1]
+            if i < first:
+                with torch.no_grad():
+                    _, *cache = frame_fn(x_i, *cache, first_chunk=i == 0)
+                continue
+            if checkpoint and torch.is_grad_enabled() and x_i.requires_grad:
+                out, *cache = ckpt(frame_fn, x_i, *cache, use_reentrant=False, first_chunk=i == 0)
+            else:
+                out, *cache = frame_fn(x_i, *cache, first_chunk=i == 0)
+            outs.append(out)
+        # AutoencoderKLWan.decode clamps its output to [-1, 1]
+        return torch.clamp(torch.cat(outs, dim=2), min=-1.0, max=1.0)
 
     # ------------------------------------------------------------------ training affordances
     def make_student(
