@@ -256,3 +256,26 @@ def test_samplers_reproducible_from_generator():
         toy_velocity, FlowSchedule(3.0), shape, consistency_sigmas(4, 3.0), torch.Generator().manual_seed(1)
     )
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_project_consistency_sampler_runs_a_flow_schedule():
+    """sampling.consistency_sample (the project's one loop, LCM scalings asked from the schedule) on a
+    FlowSchedule with timesteps 1000 s equals flow_consistency_sample."""
+    from t2v_turbo.sampling import consistency_sample
+
+    shape, sched = (2, 4, 3, 4, 4), FlowSchedule(shift=3.0)
+    sigmas = consistency_sigmas(4, 3.0)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(8))
+    ours = flow_consistency_sample(
+        toy_velocity, sched, shape, sigmas, torch.Generator().manual_seed(9), latents=latents
+    )
+    with torch.no_grad():
+        theirs = consistency_sample(
+            toy_velocity,
+            sched,
+            shape,
+            [1000 * s for s in sigmas],
+            torch.Generator().manual_seed(9),
+            latents=latents,
+        )
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
