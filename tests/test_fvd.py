@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from t2v_turbo.errors import CheckpointError
 from t2v_turbo.evaluation import fvd as F
 
 
@@ -121,7 +122,7 @@ def test_preprocess_for_i3d_geometry():
 
 
 def test_load_detector_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="i3d_torchscript"):
+    with pytest.raises(CheckpointError, match="i3d_torchscript"):
         F.load_detector(tmp_path / "missing.pt")
 
     class Wrong(nn.Module):
@@ -130,5 +131,5 @@ def test_load_detector_errors(tmp_path):
 
     path = tmp_path / "wrong.pt"
     torch.jit.script(Wrong()).save(str(path))
-    with pytest.raises(ValueError, match="return_features"):
+    with pytest.raises(CheckpointError, match="return_features"):
         F.load_detector(path)
