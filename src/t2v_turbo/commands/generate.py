@@ -22,7 +22,24 @@ def make_parser():
     p.add_argument(
         "--cfg-scale", type=float, default=None, help="a teacher's classifier-free guidance scale (default: 1 + w)"
     )
-    p.add_argument("--origin-steps", type=int, default=50, help="LCM origin grid size the student timesteps come from")
+    p.add_argument(
+        "--origin-steps",
+        type=int,
+        default=None,
+        help="LCM origin grid size the student timesteps come from (default: the checkpoint's, else 50; v2: 200)",
+    )
+    p.add_argument(
+        "--motion-guidance",
+        type=float,
+        default=None,
+        help="T2V-Turbo-v2 students: motion guidance strength motion_gs (default: the checkpoint's, 0.05 for v2)",
+    )
+    p.add_argument(
+        "--motion-percentage",
+        type=float,
+        default=None,
+        help="T2V-Turbo-v2: share of the sampling (t >= 1000 (1 - p)) that gets motion conditioning (default 0.5 for v2)",
+    )
     p.add_argument("--timestep-rule", choices=["t2v-turbo", "diffusers"], default="t2v-turbo")
     p.add_argument("--seed", type=int, default=0, help="seed of the first video; video k of a prompt uses seed + k")
     p.add_argument("--num-per-prompt", type=int, default=1, help="videos per prompt")
@@ -54,8 +71,12 @@ def check_args(a) -> None:
     for flag, value in (("--w", a.w), ("--cfg-scale", a.cfg_scale)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"{flag} must be a finite number >= 0, got {value}")
-    if a.origin_steps < 1:
-        raise InputError(f"--origin-steps must be >= 1, got {a.origin_steps}")
+    if a.origin_steps is not None and not 1 <= a.origin_steps <= 1000:
+        raise InputError(f"--origin-steps must be in 1..1000, got {a.origin_steps}")
+    if a.motion_guidance is not None and not math.isfinite(a.motion_guidance):
+        raise InputError(f"--motion-guidance must be a finite number, got {a.motion_guidance}")
+    if a.motion_percentage is not None and not 0 <= a.motion_percentage <= 1:
+        raise InputError(f"--motion-percentage must be in [0, 1], got {a.motion_percentage}")
 
 
 def default_upscale(height: int, target: int = 256) -> int:
@@ -75,8 +96,9 @@ def main(argv: list[str]) -> int:
     model = common.load_model(a.model, device=device, base=a.base)
     if not model.w_embedding_dim and a.steps is not None and a.steps > model.schedule.num_train_timesteps:
         raise InputError(f"--steps {a.steps}: a teacher samples at most {model.schedule.num_train_timesteps} DDIM steps")
-    if model.w_embedding_dim and a.steps is not None and a.steps > a.origin_steps:
-        raise InputError(f"--steps {a.steps}: a student samples at most --origin-steps={a.origin_steps} steps")
+    origin = a.origin_steps or getattr(model, "sampling_defaults", {}).get("origin_steps") or 50
+    if model.w_embedding_dim and a.steps is not None and a.steps > origin:
+        raise InputError(f"--steps {a.steps}: a student samples at most {origin} steps (its origin grid; see --origin-steps)")
     common.warn_unknown_words(model, prompts)
     is_student = model.w_embedding_dim is not None
     steps = a.steps or (4 if is_student else 50)
@@ -102,6 +124,8 @@ def main(argv: list[str]) -> int:
                 seed=a.seed + k,
                 origin_steps=a.origin_steps,
                 timestep_rule=a.timestep_rule,
+                motion_guidance=a.motion_guidance,
+                motion_percentage=a.motion_percentage,
                 progress=tick,
             )
             written += save_videos(gen, out, [k] * len(prompts), fps, a.format, upscale)
