@@ -430,6 +430,7 @@ def _env() -> dict:
     return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 
+@pytest.mark.slow  # subprocesses: ~25-30 s on 2 shared cores
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, videos, capsys):
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
@@ -468,6 +469,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, videos, caps
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # subprocesses: ~25-30 s on 2 shared cores
 def test_two_processes_through_accelerate_launch(tmp_path, videos):
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
@@ -557,3 +559,20 @@ def test_unreadable_data_fails_in_one_line_before_the_run_folder_exists(tmp_path
         train(tiny(tmp_path, tmp_path / "missing.csv"))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()  # no config.yaml / metrics.jsonl of a run that never started
+
+
+def test_one_process_trains_again_with_another_precision(tmp_path, videos):
+    """accelerate keeps its first precision per process; a second run with another one still works."""
+    a = train(tiny(tmp_path, videos, train__max_steps=1))
+    b = train(
+        tiny(
+            tmp_path,
+            videos,
+            train__max_steps=1,
+            train__mixed_precision="bf16",
+            output_dir=str(tmp_path / "b"),
+        )
+    )
+    assert (a.step, b.step) == (1, 1) and yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())[
+        "train"
+    ]["mixed_precision"] == "bf16"

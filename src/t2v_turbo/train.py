@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -167,17 +168,19 @@ def _accelerator(cfg: Config, trackers: list[str]):
     cpu = t.device == "cpu" or not torch.cuda.is_available()
     if cpu and t.mixed_precision == "fp16":
         raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
+    kw = {"cpu": cpu, "mixed_precision": t.mixed_precision, "log_with": trackers or None}
     try:
-        acc = Accelerator(
-            cpu=cpu, mixed_precision=t.mixed_precision, log_with=trackers or None, project_dir=cfg.output_dir
-        )
-    except ValueError as e:  # accelerate's process-wide state keeps the first run's settings
-        if "already been initialized" not in str(e):
+        acc = Accelerator(**kw, project_dir=cfg.output_dir)
+    except ValueError as e:
+        # accelerate keeps the first Accelerator's precision / device for the whole process and has no
+        # public way to forget them; a process that trains again with other settings (a notebook, a
+        # test session) resets that private state, in this case only and never under a launcher
+        if "already been initialized" not in str(e) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise
-        raise ConfigError(
-            f"train.mixed_precision={t.mixed_precision} / train.device={t.device}: this process already "
-            "trained with other settings (accelerate keeps them per process); run this one in a new process"
-        ) from None
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
+        acc = Accelerator(**kw, project_dir=cfg.output_dir)
     if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):  # checkpoints here read unsharded weights
         raise ConfigError(
             f"{acc.distributed_type.name} is not supported yet (sharded checkpoints and the EMA target are "
