@@ -367,6 +367,10 @@ class WanBackbone(Backbone):
     def latent_channels(self) -> int:
         return int(self.unet.config.out_channels)
 
+    def num_video_frames(self, latent_frames: int) -> int:
+        """Pixel frames decoded from `latent_frames` latent frames: 1 + 4 (n - 1) (21 -> 81)."""
+        return pixel_frames(latent_frames, self.temporal_factor)
+
     def latent_shape(self, batch: int, num_frames: int | None = None) -> tuple[int, ...]:
         """(B, 16, (T - 1) / 4 + 1, H / 8, W / 8); T must be 4k + 1 (else InputError)."""
         t, h, w = self.resolution
