@@ -19,7 +19,6 @@ import json
 import os
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,10 +31,11 @@ from torch import nn
 
 from .baselines.chain import chain_reward_step
 from .config import Config, describe, load_config, validate
+from .data.loader import SkipCounter
 from .distill import distill_step, ema_update
 from .errors import ConfigError, T2VTurboError
 from .models.base import Backbone
-from .solvers import DDIMSolver
+from .flow import teacher_solver
 
 
 class TrainingStopped(T2VTurboError):
@@ -126,7 +126,7 @@ def save(r: _Run, *, step: int, state: dict) -> Path | None:
     from .training import checkpoint as ckpt
     from .training import roles
 
-    per_rank = gather_object([(ckpt.rng_state(), r.loader.position, dict(r.loader.skips.counts))])
+    per_rank = gather_object([(ckpt.rng_state(), r.loader.position, r.loader.skips.state_dict())])
     path = None
     if r.acc.is_main_process:
         rngs, positions, skips = (list(x) for x in zip(*per_rank))
@@ -266,7 +266,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         cfg, size, rank, world, state["positions"][rank], partial(_print_ranked, rank, print_)
     )
     if resume_from is not None and len(state.get("skipped", [])) == world:
-        loader.skips.counts.update(state["skipped"][rank])
+        loader.skips.load_state_dict(state["skipped"][rank])
     uncond = teacher.encode_prompt([""])
     if hasattr(loader.dataset, "check_compatible"):  # a latent cache must match this teacher
         loader.dataset.check_compatible(teacher.latent_shape(1, size[0])[1:], uncond.shape[1:])
@@ -290,7 +290,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         )  # fmt: skip
     else:
         step_fn = partial(
-            distill_step, student=student, teacher=teacher, solver=DDIMSolver(teacher.schedule, cfg.distill.num_ddim_timesteps),
+            distill_step, student=student, teacher=teacher, solver=teacher_solver(teacher.schedule, cfg.distill.num_ddim_timesteps),
             uncond=uncond, rewards=local_terms, config=roles.distill_config(cfg), target=target,
             compute_cd=placement.on(CD, rank),
         )  # fmt: skip
@@ -369,8 +369,8 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     last_ckpt = save(r, step=done, state=state)
     validate_now(r, step=done, prompts=val_prompts, terms=local_terms)
     sha = roles.weights_sha256(roles.trainable_state(raw_unet))
-    per_rank = gather_object([(dict(loader.skips.counts), sha)])
-    skipped = sum((Counter(c) for c, _ in per_rank), Counter())
+    per_rank = gather_object([(loader.skips.state_dict(), sha)])
+    skipped = SkipCounter.merged([c for c, _ in per_rank])  # a file two ranks drew counts once
     shas = [sha for _, sha in per_rank]
     result = TrainResult(run_dir, done, last_checkpoint=last_ckpt, metrics=run_dir / "metrics.jsonl",
                          nan_steps=state["nan_steps"], skipped=dict(skipped))  # fmt: skip
