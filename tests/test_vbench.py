@@ -16,6 +16,7 @@ import pytest
 from t2v_turbo.cli import main
 from t2v_turbo.errors import DataError, InputError
 from t2v_turbo.evaluation import vbench as vb
+from t2v_turbo.evaluation import vbench_run as vr
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CJK = "\u732b"  # 3 bytes in UTF-8
@@ -159,17 +160,17 @@ def test_dimensions():
 def test_dimension_result_nan_and_empty_are_errors(tmp_path):
     f = tmp_path / "r.json"
     f.write_text(json.dumps({"temporal_flickering": [0.97, [{"video_path": "a-0.mp4", "video_results": 0.97}]]}))
-    assert vb.dimension_result(f, "temporal_flickering") == (0.97, 1)
+    assert vr.dimension_result(f, "temporal_flickering") == (0.97, 1)
     f.write_text('{"temporal_flickering": [NaN, []]}')  # what VBench wrote when it matched no video
     with pytest.raises(DataError, match="found no usable video"):
-        vb.dimension_result(f, "temporal_flickering")
+        vr.dimension_result(f, "temporal_flickering")
     f.write_text(json.dumps({"temporal_flickering": [0.5, []]}))
     with pytest.raises(DataError, match="on no video"):
-        vb.dimension_result(f, "temporal_flickering")
+        vr.dimension_result(f, "temporal_flickering")
     with pytest.raises(DataError, match="no subject_consistency entry"):
-        vb.dimension_result(f, "subject_consistency")
+        vr.dimension_result(f, "subject_consistency")
     with pytest.raises(DataError, match="wrote no result file"):
-        vb.dimension_result(tmp_path / "missing.json", "temporal_flickering")
+        vr.dimension_result(tmp_path / "missing.json", "temporal_flickering")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="probes a Linux file system")
@@ -352,7 +353,7 @@ def test_standard_mode_with_metadata_in_the_video_folder_is_an_error(student_dir
     argv = ["export-vbench", "--suite", "vbench", "--model", str(student_dir), "--steps", "1", "--out-dir", str(out)]
     assert main(argv + ["--dimensions", "temporal_style"]) == 0
     monkeypatch.setattr(os, "listdir", lambda p, _real=os.listdir: sorted(_real(p) + (["!meta.json"] if str(p).endswith("videos") else [])))
-    summary = vb.run_vbench(out, ["temporal_style"])
+    summary = vr.run_vbench(out, ["temporal_style"])
     assert "found no usable video" in summary["dimensions"]["temporal_style"]["error"]
 
 
@@ -418,7 +419,7 @@ def test_vbench_not_importable_exit_2_before_generating(tmp_path, monkeypatch, c
 
 
 def test_vbench_not_installed_exit_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(vb.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(vr.importlib.util, "find_spec", lambda name: None)
     assert main(["export-vbench", "a cat", "--out-dir", str(tmp_path / "vb"), "--run-vbench"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "vbench is not installed; pip install vbench" in err

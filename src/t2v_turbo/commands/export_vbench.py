@@ -7,6 +7,7 @@ import sys
 
 from ..errors import InputError
 from ..evaluation import vbench as vb
+from ..evaluation import vbench_run as vr
 from . import _common as common
 
 EPILOG = f"""\
@@ -131,9 +132,9 @@ def main(argv: list[str]) -> int:
     device = common.setup_compute(a)
     if a.evaluate_only:
         vb.read_export(a.out_dir)
-        return print_results(vb.run_vbench(a.out_dir, a.dimensions, a.vbench_mode, device, local_weights=a.local_weights))
+        return print_results(vr.run_vbench(a.out_dir, a.dimensions, a.vbench_mode, device, local_weights=a.local_weights))
     if a.run_vbench:
-        dims, mode = vb.prepare_vbench(a.dimensions, a.vbench_mode, suite=bool(a.suite))
+        dims, mode = vr.prepare_vbench(a.dimensions, a.vbench_mode, suite=bool(a.suite))
     else:
         dims, mode = vb.resolve_dimensions(a.dimensions, a.vbench_mode), None
     suite = None
@@ -158,7 +159,9 @@ def main(argv: list[str]) -> int:
     vb.plan_export(prompts, counts, a.format)
     common.check_out_dir(a.out_dir)
     model = common.load_model(a.model, device=device, base=a.base)
-    steps = a.steps or (4 if model.w_embedding_dim is not None else 50)
+    from ..pipeline import is_student
+
+    steps = a.steps or (4 if is_student(model) else 50)
     with progress_bar(desc="export-vbench", unit="video") as bar:
 
         def tick(done, total):
@@ -197,7 +200,7 @@ def main(argv: list[str]) -> int:
     if not a.run_vbench:
         return 0
     return print_results(
-        vb.run_vbench(
+        vr.run_vbench(
             a.out_dir, dims, mode, device, local_weights=a.local_weights, progress=lambda d: print(f"VBench: {d} ...")
         )
     )
