@@ -48,14 +48,18 @@ class ModelSection:
         teacher: "tiny" (models/tiny.py, for tests), a shipped MovingDigits name ("teacher") or a
             local checkpoint folder / file (ModelScope diffusers folder, VideoCrafter2 model.ckpt).
         tiny_seed: seed of the tiny teacher.
-        w_embedding_dim: size of the guidance embedding w_emb (time_cond_proj input).
+        w_embedding_dim: size of the guidance embedding w_emb (time_cond_proj input); null: a plain
+            student distilled at one w, `fixed_w` (option b, Wan: run at cfg 1; docs/flow_matching.md).
+        fixed_w: the w a plain student (w_embedding_dim: null) is distilled at; the trainer then uses
+            w_min = w_max = fixed_w.
         student_init: init of the new time_cond_proj: "normal" (released) or "zero" (student = teacher).
         gradient_checkpointing: recompute UNet block activations in backward.
     """
 
     teacher: str = "tiny"
     tiny_seed: int = 0
-    w_embedding_dim: int = 256
+    w_embedding_dim: int | None = 256
+    fixed_w: float | None = None
     student_init: Literal["normal", "zero"] = "normal"
     gradient_checkpointing: bool = False
 
@@ -204,6 +208,11 @@ class TrainSection:
             backpropagated through the last `chain_backprop` of `chain_steps` consistency sampling steps;
             no consistency loss, data supplies only prompts).
         chain_steps, chain_backprop, chain_w: N, K and the student's embedded w of the chain baseline.
+        parallel: "ddp" (every process holds the whole student) or "fsdp" (FSDP2: the student and
+            its EMA target sharded over the processes, sharded checkpoints; training/distributed.py).
+        fsdp_cpu_offload: FSDP only: keep sharded parameters, gradients and optimizer state on the CPU.
+        fsdp_reshard_after_forward: FSDP only: free gathered weights after each block's forward
+            (ZeRO-3 memory; False keeps them until backward, ZeRO-2-like, faster).
     """
 
     mode: Literal["distill", "chain"] = "distill"
@@ -222,6 +231,9 @@ class TrainSection:
     log_every: int = 1
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
     progress: bool = True
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    fsdp_cpu_offload: bool = False
+    fsdp_reshard_after_forward: bool = True
 
 
 @dataclass
@@ -374,10 +386,20 @@ def validate(cfg: Config) -> None:
     )
     need(cfg.lora.rank >= 0, f"lora.rank must be >= 0 (0 = full fine-tuning), got {cfg.lora.rank}")
     need(0 <= cfg.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}")
+    m = cfg.model
     need(
-        cfg.model.w_embedding_dim >= 2 and cfg.model.w_embedding_dim % 2 == 0,
-        f"model.w_embedding_dim must be an even number >= 2, got {cfg.model.w_embedding_dim}",
+        m.w_embedding_dim is None or (m.w_embedding_dim >= 2 and m.w_embedding_dim % 2 == 0),
+        f"model.w_embedding_dim must be an even number >= 2 (or null with model.fixed_w), got {m.w_embedding_dim}",
     )
+    need(
+        m.fixed_w is None or m.w_embedding_dim is None,
+        f"model.fixed_w={m.fixed_w} needs model.w_embedding_dim: null (a student with a w embedding takes w itself)",
+    )
+    need(
+        m.w_embedding_dim is not None or m.fixed_w is not None,
+        "model.w_embedding_dim: null needs model.fixed_w (the w the plain student is distilled at)",
+    )
+    need(m.fixed_w is None or m.fixed_w >= 0, f"model.fixed_w must be >= 0, got {m.fixed_w}")
     need(
         bool(cfg.model.teacher),
         "model.teacher is empty: give 'tiny', a shipped model name or a checkpoint path",
@@ -415,6 +437,24 @@ def validate(cfg: Config) -> None:
 def world_size() -> int:
     """Processes of this launch (accelerate / torchrun set WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def summarize(cfg: Config, num_processes: int | None = None) -> str:
+    """A few lines for the start of a run (the full resolved config is the run folder's config.yaml)."""
+    n = num_processes or world_size()
+    t, d = cfg.train, cfg.data
+    rewards = ", ".join(f"{r.name} x{r.weight:g}" for r in cfg.rewards) or "none (VCM)"
+    lora = f"LoRA rank {cfg.lora.rank}" if cfg.lora.rank > 0 else "full fine-tune"
+    return "\n".join(
+        [
+            f"run {cfg.name}: teacher {cfg.model.teacher}, student {lora}, mode {t.mode}",
+            f"  data {d.source}{' ' + d.path if d.path else ''}; {t.max_steps} steps, global batch "
+            f"{t.batch_size * t.grad_accum * n} ({t.batch_size} x {t.grad_accum} accumulation x {n} process(es))",
+            f"  w in [{cfg.distill.w_min:g}, {cfg.distill.w_max:g}], loss {cfg.distill.loss_type}, "
+            f"target {cfg.distill.target}; rewards: {rewards}; lr {cfg.optim.lr:g}",
+            f"  full config: {Path(cfg.output_dir) / 'config.yaml'}",
+        ]
+    )
 
 
 def describe(cfg: Config, num_processes: int | None = None) -> str:

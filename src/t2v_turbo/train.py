@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .baselines.chain import chain_reward_step
-from .config import Config, describe, load_config, validate
+from .config import Config, load_config, summarize, validate
 from .data.loader import SkipCounter
 from .distill import distill_step, ema_update
 from .errors import ConfigError, T2VTurboError
@@ -128,6 +128,14 @@ def save(r: _Run, *, step: int, state: dict) -> Path | None:
 
     per_rank = gather_object([(ckpt.rng_state(), r.loader.position, r.loader.skips.state_dict())])
     path = None
+    if r.cfg.train.parallel == "fsdp":  # sharded checkpoint (training/checkpoint.py), every rank writes
+        rngs, positions, skips = (list(x) for x in zip(*per_rank))
+        return ckpt.save_sharded(
+            r.run_dir, step, unet=r.raw_unet, target_unet=r.target.unet if r.target is not None else None,
+            optimizer=r.optimizer, scheduler=r.scheduler.state_dict(), rng=rngs, config_yaml=r.cfg.to_yaml(),
+            state={**state, "step": step, "positions": positions, "skipped": skips, "written_by_rank": 0},
+            main=r.acc.is_main_process, barrier=r.acc.wait_for_everyone, limit=r.cfg.checkpoint.limit,
+        )  # fmt: skip
     if r.acc.is_main_process:
         rngs, positions, skips = (list(x) for x in zip(*per_rank))
         trainable = roles.trainable_state(r.raw_unet)
@@ -146,13 +154,16 @@ def save(r: _Run, *, step: int, state: dict) -> Path | None:
 def validate_now(r: _Run, *, step: int, prompts: list[str], terms: list) -> None:
     """Sample the validation prompts with the current student (rank 0), log rewards, save videos."""
     from .training import roles
+    from .training.distributed import is_sharded
     from .training.validation import run_validation
 
-    if r.acc.is_main_process and prompts:
+    main = r.acc.is_main_process
+    if prompts and (main or is_sharded(r.raw_unet)):  # a sharded forward is collective: every rank samples
         v = r.cfg.validation
-        folder = r.run_dir / "validation" / f"step-{step:08d}" if v.save_videos else None
+        folder = r.run_dir / "validation" / f"step-{step:08d}" if v.save_videos and main else None
         with r.acc.autocast(), roles.swap_unet(r.student, r.raw_unet):
             out = run_validation(r.student, prompts, v.steps, terms, folder, w=v.w, seed=v.seed, fps=v.fps)
+    if prompts and main:
         r.log.log(step, out)
         r.say(f"step {step} validation: " + ", ".join(f"{k[4:]}={x:.4g}" for k, x in out.items()))
     r.acc.wait_for_everyone()
@@ -181,11 +192,9 @@ def _accelerator(cfg: Config, trackers: list[str]):
 
         AcceleratorState._reset_state(reset_partial_state=False)
         acc = Accelerator(**kw, project_dir=cfg.output_dir)
-    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):  # checkpoints here read unsharded weights
-        raise ConfigError(
-            f"{acc.distributed_type.name} is not supported yet (sharded checkpoints and the EMA target are "
-            "not implemented): launch with DDP, e.g. accelerate launch --multi_gpu (the released recipe)"
-        )
+    from .training.distributed import check_launch
+
+    check_launch(acc.distributed_type.name)  # accelerate's DeepSpeed / FSDP launches: one-line refusals
     return acc
 
 
@@ -241,9 +250,24 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
         r.model.to(dev)
 
     # 3. Optimizer (AdamW / 8-bit AdamW) and LR schedule; accelerate wraps the student UNet (DDP etc.).
+    # train.parallel=fsdp: FSDP2 shards the student and its EMA target over the ranks (not DDP-wrapped)
+    sharded = t.parallel == "fsdp" and world > 1
+    if t.parallel == "fsdp":
+        from .training import distributed
+
+        distributed.check(cfg, world, placement.ranks[CD])
+    if sharded:
+        fsdp_kw = {"mixed_precision": t.mixed_precision, "cpu_offload": t.fsdp_cpu_offload,
+                   "reshard_after_forward": t.fsdp_reshard_after_forward}  # fmt: skip
+        for net in [student.unet] + ([target.unet] if target is not None else []):
+            distributed.shard(net, dev, **fsdp_kw)
+        params = [p for p in student.unet.parameters() if p.requires_grad]  # now sharded DTensors
     optimizer = roles.make_optimizer(cfg, params)
     scheduler = roles.make_scheduler(cfg, optimizer)  # stepped once per optimizer step, by us
-    student.unet, optimizer = acc.prepare(student.unet, optimizer)
+    if sharded:
+        optimizer = acc.prepare(optimizer)
+    else:
+        student.unet, optimizer = acc.prepare(student.unet, optimizer)
     raw_unet = acc.unwrap_model(student.unet)
 
     # 4. Resume (weights, EMA, optimizer, scheduler, RNG, data positions).
@@ -275,7 +299,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        say(describe(cfg, world))
+        say(summarize(cfg, world))
     if trackers:
         acc.init_trackers(cfg.name, config={"lr": cfg.optim.lr, "steps": t.max_steps, "batch": t.batch_size})
     log = metrics.MetricsLog(run_dir, acc, state["step"] if resume_from else None, enabled=main)
@@ -368,7 +392,13 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
     done = max(state["step"], t.max_steps)
     last_ckpt = save(r, step=done, state=state)
     validate_now(r, step=done, prompts=val_prompts, terms=local_terms)
-    sha = roles.weights_sha256(roles.trainable_state(raw_unet))
+    from .training.distributed import consolidated_student, full_trainable, is_sharded
+
+    sha = roles.weights_sha256(full_trainable(raw_unet))  # whole tensors (gathered when sharded)
+    out_student, out_unet = student, raw_unet  # a sharded student is consolidated on rank 0 for export
+    if is_sharded(raw_unet) and cfg.checkpoint.export:
+        out_student = consolidated_student(cfg, teacher, raw_unet, main)
+        out_unet = out_student.unet if main else None
     per_rank = gather_object([(loader.skips.state_dict(), sha)])
     skipped = SkipCounter.merged([c for c, _ in per_rank])  # a file two ranks drew counts once
     shas = [sha for _, sha in per_rank]
@@ -376,7 +406,7 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
                          nan_steps=state["nan_steps"], skipped=dict(skipped))  # fmt: skip
     if main:
         if cfg.checkpoint.export:
-            result.lora_path, result.student_dir = roles.export(student, raw_unet, cfg, run_dir)
+            result.lora_path, result.student_dir = roles.export(out_student, out_unet, cfg, run_dir)
         result.plot = metrics.plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png", cfg.name)
         result.seconds = time.perf_counter() - start_time
         rate = (done - first_step) / max(time.perf_counter() - loop_start, 1e-9)
