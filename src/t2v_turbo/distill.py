@@ -117,7 +117,9 @@ def distill_step(
     def decode(z: Tensor, frames: list[int]) -> Tensor:
         return student.decode_latents(z.to(student.dtype), frames, checkpoint=cfg.decode_checkpointing)
 
-    loss_reward, logs = reward_terms(f_theta, prompts, rewards, decode, generator)
+    # reward frames are pixel frames (Wan: 4k + 1 per k + 1 latent frames; per-frame VAEs: equal)
+    pixel = getattr(student, "num_video_frames", None)
+    loss_reward, logs = reward_terms(f_theta, prompts, rewards, decode, generator, num_video_frames=pixel)
 
     # 8. Weighted sum: L = L_CD - sum_i beta_i R_i.
     return {"loss": loss + loss_reward, **terms, **logs, "w": w.mean(), "t": t_start.float().mean()}

@@ -400,3 +400,20 @@ def euler_cfg_sample(
         if callback is not None:
             callback(i, z)
     return z
+
+
+# ------------------------------------------------------------------------------------ dispatch
+def is_flow(schedule) -> bool:
+    """Whether a schedule is a rectified flow (a `FlowSchedule`), i.e. the Euler / FM-consistency path."""
+    return isinstance(schedule, FlowSchedule)
+
+
+def teacher_solver(schedule, num_points: int = 50):
+    """The distillation's teacher ODE solver for a schedule: `EulerSolver` on a `FlowSchedule`
+    (num_points shifted sigmas), `solvers.DDIMSolver` on a DDPM `NoiseSchedule` (skip 1000 / N).
+    `distill.num_ddim_timesteps` is N for both."""
+    if is_flow(schedule):
+        return EulerSolver(schedule, num_points)
+    from .solvers import DDIMSolver
+
+    return DDIMSolver(schedule, num_points)

@@ -40,22 +40,30 @@ def reward_terms(
     rewards: Sequence,
     decode: Callable[[Tensor, list[int]], Tensor],
     generator: torch.Generator | None = None,
+    num_video_frames: Callable[[int], int] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Mixed reward on the student's single-step prediction (T2V-Turbo Eq. 9).
 
     Each term picks its own frames (`term.model.select_frames`); the union of those frames is decoded
     once with gradients, and each term scores its own; loss contribution = -weight * mean score.
 
+    Frames are PIXEL frames: with a temporally compressing VAE (Wan's causal 3D VAE, 4x: 21 latent ->
+    81 pixel frames) the terms pick among `num_video_frames(latents.shape[2])` frames, and `decode`
+    decodes the smallest span that yields them (Wan: the latent prefix up to the latent frame of the
+    last requested frame, the frames before the first requested one without gradients; see
+    `WanBackbone.decode_latents`). Without `num_video_frames` (per-frame VAEs) pixel = latent frames.
+
     Args:
         latents: f_theta, the student's one-step prediction (B, c, T, h, w), scaled latents.
         rewards: `RewardTerm`s (name, model, weight).
-        decode: (latents, frame indices) -> video (B, 3, T', H, W) in [-1, 1], differentiable.
+        decode: (latents, pixel frame indices) -> video (B, 3, T', H, W) in [-1, 1], differentiable.
+        num_video_frames: latent frame count -> pixel frame count (a backbone's `num_video_frames`).
     Returns:
         (reward loss = -sum_i beta_i R_i, {"reward/<name>": R_i (detached)}).
     """
     total = latents.new_zeros((), dtype=torch.float32)
     logs: dict[str, Tensor] = {}
-    num_frames = latents.shape[2]
+    num_frames = latents.shape[2] if num_video_frames is None else int(num_video_frames(latents.shape[2]))
     picks = [(term, term.model.select_frames(num_frames, generator)) for term in rewards if term.weight != 0]
     if not picks:
         return total, logs

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .flow import consistency_sigmas, euler_cfg_sample, flow_consistency_sample, is_flow
 from .models.base import Backbone, guidance_to_w
 from .models.registry import BACKBONES, MODELS, load_backbone  # noqa: F401  (re-exported)
 from .sampling import consistency_sample, consistency_timesteps, ddim_cfg_sample, ddim_timesteps
@@ -25,6 +26,19 @@ def teacher_cfg_scale(w: float, cfg_scale: float | None = None) -> float:
     """A teacher's CFG scale: `cfg_scale` if given, else 1 + w, the scale of the teacher target a
     student trained at w imitates (T2V-Turbo: eps_c + w (eps_c - eps_u) = CFG with g = 1 + w)."""
     return float(cfg_scale) if cfg_scale is not None else 1.0 + float(w)
+
+def is_student(model: Backbone) -> bool:
+    """A few-step student: a w embedding, or (option b, Wan) a plain network distilled at a fixed w."""
+    return model.w_embedding_dim is not None or getattr(model, "fixed_w", None) is not None
+
+
+def sampler_name(model: Backbone) -> str:
+    """The sampler `generate` runs: "consistency" for students, "euler-cfg" for flow teachers (Wan),
+    "ddim-cfg" for DDPM teachers."""
+    if is_student(model):
+        return "consistency"
+    return "euler-cfg" if is_flow(model.schedule) else "ddim-cfg"
+
 
 @dataclass
 class Generation:
@@ -87,6 +101,13 @@ def generate(
     prompts = list(prompts)
     if not prompts:
         raise InputError("no prompts given")
+    if is_flow(model.schedule):
+        if motion_guidance is not None or motion_percentage is not None or motion_conditioning:
+            raise InputError("motion_guidance / motion_percentage need a T2V-Turbo-v2 student with a motion embedding")
+        return _generate_flow(
+            model, prompts, num_steps, w, cfg_scale, seed, num_frames, origin_steps, timestep_rule, timesteps,
+            batch_size, decode, progress,
+        )  # fmt: skip
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= int(seed) < 2**63:
@@ -205,6 +226,124 @@ def generate(
         "motion_timesteps": [t for t in ts if t >= motion_threshold] if motion_on else [],
     }
     # unet_evals: UNet evaluations per video (a CFG step counts its two branches)
+    return Generation(torch.cat(videos), prompts, seconds, evals, ts, settings)
+
+
+def _generate_flow(
+    model, prompts, num_steps, w, cfg_scale, seed, num_frames, origin_steps, timestep_rule, timesteps,
+    batch_size, decode, progress,
+) -> Generation:
+    """`generate` on a flow-matching backbone (Wan; docs/flow_matching.md section 5).
+
+    Student: the FM multistep consistency sampler (`flow.flow_consistency_sample`) on
+    `consistency_sigmas(num_steps, shift, origin_steps, timestep_rule)`, embedding w (option a) or at
+    its fixed w without CFG (option b). Teacher: Euler + CFG in Wan's form, v = v_u + g (v_c - v_u) with
+    g = `cfg_scale` (default 1 + w), on diffusers' FlowMatchEulerDiscreteScheduler grid (= WanPipeline).
+    `timesteps` (students): explicit t = 1000 s values, descending. Recorded timesteps are floats.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= int(seed) < 2**63:
+        raise InputError(f"seed must be in [0, 2**63), got {seed}")
+    sched = model.schedule
+    n_train = sched.num_train_timesteps
+    student = is_student(model)
+    fixed_w = getattr(model, "fixed_w", None) if model.w_embedding_dim is None else None
+    origin_steps = int(origin_steps if origin_steps is not None else 50)
+    if origin_steps < 1:
+        raise InputError(f"origin_steps must be >= 1, got {origin_steps}")
+    cfg = teacher_cfg_scale(w, cfg_scale)
+    for name, value in (("w", w), ("cfg_scale", cfg)):
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{name} must be a finite number >= 0, got {value}")
+    if student:
+        if timesteps is not None:
+            sigmas = [float(t) / n_train for t in timesteps]
+            if not sigmas or any(not 0 <= s <= 1 for s in sigmas):
+                raise InputError(f"timesteps must be in [0, {n_train}], got {list(timesteps)}")
+        else:
+            if not 1 <= num_steps <= origin_steps:
+                raise InputError(f"a student samples 1..{origin_steps} steps (the origin grid), got {num_steps}")
+            try:
+                sigmas = consistency_sigmas(num_steps, sched.shift, origin_steps, timestep_rule, n_train)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        steps = len(sigmas)
+    else:
+        if not 1 <= num_steps <= n_train:
+            raise InputError(f"a teacher samples 1..{n_train} Euler steps, got {num_steps}")
+        steps = num_steps
+    try:
+        shape0 = model.latent_shape(1, num_frames)
+    except ValueError as e:  # a clip length that is not 4k + 1
+        raise InputError(str(e)) from None
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    use_cfg = not student and cfg > 1
+    uncond = model.encode_prompt([""]) if use_cfg else None
+    total = steps * ((len(prompts) + batch_size - 1) // batch_size)
+    done = [0]
+
+    def tick(i, z):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    videos, evals = [], 0
+    start = time.perf_counter()
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        cond = model.encode_prompt(chunk)
+        shape = (len(chunk), *shape0[1:])
+        noise = torch.randn(shape, generator=g).to(model.device, model.dtype)
+        if student:
+            w_emb = model.w_embedding(guidance_to_w(w, model.guidance_convention), len(chunk))
+
+            def fn(z, t, cond=cond, w_emb=w_emb):
+                return model.model_output(z, t, cond, w_emb)
+
+            z = flow_consistency_sample(
+                fn, sched, shape, sigmas, generator=g, latents=noise, dtype=model.dtype, callback=tick
+            )
+            evals = steps
+        else:
+            unc = uncond.expand(len(chunk), -1, -1) if uncond is not None else None
+
+            def both(z, t, cond=cond, unc=unc):
+                out = model.model_output(torch.cat([z, z]), torch.cat([t, t]), torch.cat([cond, unc]))
+                return out.chunk(2)
+
+            def cond_fn(z, t, cond=cond):
+                return model.model_output(z, t, cond)
+
+            z = euler_cfg_sample(
+                cond_fn, None, sched, shape, num_steps, cfg, generator=g, latents=noise, dtype=model.dtype,
+                model_fn_batched=both if unc is not None else None, callback=tick,
+            )  # fmt: skip
+            evals = num_steps * (2 if unc is not None else 1)
+        videos.append(model.decode_latents(z).clamp(-1, 1).float().cpu() if decode else z.float().cpu())
+    seconds = time.perf_counter() - start
+    if student:
+        ts = [float(s) * n_train for s in sigmas]
+    else:
+        from .flow import euler_sigmas
+
+        ts = [float(s) * n_train for s in euler_sigmas(num_steps, sched.shift, "diffusers", n_train)[:-1]]
+    settings = {
+        "steps": steps,
+        "sampler": "consistency" if student else "euler-cfg",
+        "w": (float(fixed_w) if fixed_w is not None else float(w)) if student else None,
+        "cfg_scale": None if student else cfg,
+        "fixed_w": fixed_w,
+        "guidance_convention": model.guidance_convention if student else None,
+        "seed": int(seed),
+        "timestep_rule": timestep_rule if student else "flow-euler",
+        "timesteps": ts,
+        "flow_shift": sched.shift,
+        "origin_steps": origin_steps if student and timesteps is None else None,
+        "motion_guidance": None,
+        "motion_percentage": None,
+        "motion_timesteps": [],
+    }
     return Generation(torch.cat(videos), prompts, seconds, evals, ts, settings)
 
 

@@ -98,7 +98,9 @@ def chain_reward_step(
     def decode(latents: Tensor, frames: list[int]) -> Tensor:
         return student.decode_latents(latents.to(dtype), frames, checkpoint=decode_checkpointing)
 
-    loss, logs = reward_terms(denoised, prompts, rewards, decode, generator)
+    loss, logs = reward_terms(
+        denoised, prompts, rewards, decode, generator, num_video_frames=getattr(student, "num_video_frames", None)
+    )
     return {
         "loss": loss,
         **logs,

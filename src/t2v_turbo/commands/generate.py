@@ -94,13 +94,15 @@ def main(argv: list[str]) -> int:
     prompts = common.read_prompts(a.prompts, a.prompt_file)
     out = common.check_out_dir(a.out_dir)
     model = common.load_model(a.model, device=device, base=a.base)
-    if not model.w_embedding_dim and a.steps is not None and a.steps > model.schedule.num_train_timesteps:
-        raise InputError(f"--steps {a.steps}: a teacher samples at most {model.schedule.num_train_timesteps} DDIM steps")
+    from ..pipeline import is_student as _is_student
+
+    is_student = _is_student(model)  # a w embedding, or a fixed-w (Wan option b) student
+    if not is_student and a.steps is not None and a.steps > model.schedule.num_train_timesteps:
+        raise InputError(f"--steps {a.steps}: a teacher samples at most {model.schedule.num_train_timesteps} steps")
     origin = a.origin_steps or getattr(model, "sampling_defaults", {}).get("origin_steps") or 50
-    if model.w_embedding_dim and a.steps is not None and a.steps > origin:
+    if is_student and a.steps is not None and a.steps > origin:
         raise InputError(f"--steps {a.steps}: a student samples at most {origin} steps (its origin grid; see --origin-steps)")
     common.warn_unknown_words(model, prompts)
-    is_student = model.w_embedding_dim is not None
     steps = a.steps or (4 if is_student else 50)
     upscale = a.upscale or default_upscale(model.resolution[1])
     fps = a.fps or model.native_fps

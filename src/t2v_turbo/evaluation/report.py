@@ -40,7 +40,7 @@ def title(name: str) -> str:
 
 
 def _teacher_seconds(results: dict) -> float | None:
-    teachers = [r for r in results["runs"] if r["sampler"] == "ddim-cfg"]
+    teachers = [r for r in results["runs"] if r["sampler"] != "consistency"]
     return max(teachers, key=lambda r: r["steps"])["seconds_per_video"] if teachers else None
 
 

@@ -101,11 +101,11 @@ def score_videos(
 def run_settings(model: Backbone, w: float, cfg_scale: float | None) -> dict:
     """A run's sampler and guidance: a student embeds `w` (consistency sampler); a teacher runs
     DDIM + CFG at `cfg_scale` (default 1 + w, see `pipeline.teacher_cfg_scale`)."""
-    from ..pipeline import teacher_cfg_scale
+    from ..pipeline import is_student, sampler_name, teacher_cfg_scale
 
-    if model.w_embedding_dim is not None:
+    if is_student(model):
         return {"sampler": "consistency", "w": float(w), "cfg_scale": None}
-    return {"sampler": "ddim-cfg", "w": None, "cfg_scale": teacher_cfg_scale(w, cfg_scale)}
+    return {"sampler": sampler_name(model), "w": None, "cfg_scale": teacher_cfg_scale(w, cfg_scale)}
 
 
 def time_runs(jobs, prompts: Sequence[str], w: float, cfg_scale: float | None, repeats: int, timestep_rule: str, bar=None):

@@ -88,3 +88,17 @@ def tiny_modelscope(seed: int = 0, frames: int = 4, size: int = 16) -> Diffusers
         native_fps=8,
         resolution=(frames, size, size),
     )
+
+
+def tiny_wan_teacher(seed: int = 0, frames: int = 5, height: int = 16, width: int | None = None, shift: float = 3.0):
+    """A tiny Wan2.1 teacher (models/wan.py `tiny_wan_components`: 2-layer WanTransformer3DModel, tiny
+    AutoencoderKLWan, 2-layer UMT5): `frames` = 4k + 1, height / width multiples of 16 (InputError
+    otherwise). 5 frames at 16x16 -> latents (16, 2, 2, 2)."""
+    from ..flow import FlowSchedule
+    from .wan import WanBackbone, tiny_wan_components
+
+    c = tiny_wan_components(seed)
+    return WanBackbone(
+        c["transformer"], c["vae"], c["text_encoder"], c["tokenizer"], FlowSchedule(shift=shift),
+        resolution=(frames, height, width or height), max_sequence_length=16,
+    )  # fmt: skip

@@ -519,6 +519,15 @@ class WanBackbone(Backbone):
             proj.requires_grad_(True)
 
     # ------------------------------------------------------------------ export helpers
+    def export_lora_diffusers(self, path: str | Path) -> Path | None:
+        """The trainer's export (training/roles.export): the LoRA in diffusers' format under `path`
+        (`pytorch_lora_weights.safetensors`, loadable by `WanPipeline.load_lora_weights`) for a plain
+        student (option b); None for an option (a) student (its guidance embedding is no LoRA: its
+        merged folder is the export)."""
+        if self.w_embedding_dim is not None:
+            return None
+        return export_lora_diffusers(self, path)
+
     def plain_transformer(self, w: float | None = None) -> nn.Module:
         """A plain `WanTransformer3DModel` (a new module; self unchanged): LoRA merged, no guidance
         embedding. With `w` (option a), the guidance term at that w is folded exactly into the time

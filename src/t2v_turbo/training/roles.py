@@ -19,7 +19,19 @@ from ..models.base import Backbone
 def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
     """`model.teacher`: "tiny" (models/tiny.py, sized by the data section), a shipped name or a path."""
     spec = cfg.model.teacher
-    if spec == "tiny":
+    if spec == "tiny-wan":  # a tiny Wan2.1 (flow matching) teacher, 4k + 1 frames, sides multiple of 16
+        from ..errors import T2VTurboError
+        from ..models.tiny import tiny_wan_teacher
+
+        d = cfg.data
+        try:
+            teacher = tiny_wan_teacher(
+                seed=cfg.model.tiny_seed, frames=d.num_frames or 5, height=d.height or d.width or 16,
+                width=d.width or d.height or 16,
+            )  # fmt: skip
+        except T2VTurboError as e:
+            raise ConfigError(f"model.teacher=tiny-wan: {e}") from None
+    elif spec == "tiny":
         from ..models.tiny import tiny_modelscope
 
         d = cfg.data
@@ -41,8 +53,9 @@ def load_teacher(cfg, device: str | torch.device = "cpu") -> Backbone:
 def distill_config(cfg) -> DistillConfig:
     """The `distill_step` knobs of the config's `distill` section (the grid and EMA decay stay here)."""
     d = cfg.distill
+    fixed = getattr(cfg.model, "fixed_w", None)  # option (b): a plain student distilled at one w
     return DistillConfig(
-        w_min=d.w_min, w_max=d.w_max, loss_type=d.loss_type, huber_c=d.huber_c, target=d.target,
+        w_min=d.w_min if fixed is None else fixed, w_max=d.w_max if fixed is None else fixed, loss_type=d.loss_type, huber_c=d.huber_c, target=d.target,
         sigma_data=d.sigma_data, timestep_scaling=d.timestep_scaling, decode_checkpointing=d.decode_checkpointing,
     )  # fmt: skip
 
@@ -50,7 +63,18 @@ def distill_config(cfg) -> DistillConfig:
 def build_student(cfg, teacher: Backbone) -> Backbone:
     """The student: the teacher's UNet with a w embedding, then LoRA (lora.rank > 0) or the whole UNet
     trainable."""
-    student = teacher.make_student(cfg.model.w_embedding_dim, init=cfg.model.student_init, seed=cfg.seed)
+    fixed = getattr(cfg.model, "fixed_w", None)
+    if fixed is None:
+        student = teacher.make_student(cfg.model.w_embedding_dim, init=cfg.model.student_init, seed=cfg.seed)
+    else:  # option (b): the plain architecture distilled at one w (Wan; docs/flow_matching.md section 4)
+        import inspect
+
+        if "fixed_w" not in inspect.signature(teacher.make_student).parameters:
+            raise ConfigError(
+                f"model.fixed_w: a {getattr(teacher, 'family', type(teacher).__name__)} teacher has no plain "
+                "fixed-w student; give model.w_embedding_dim instead"
+            )
+        student = teacher.make_student(None, init=cfg.model.student_init, seed=cfg.seed, fixed_w=fixed)
     student.unet.requires_grad_(True)
     if cfg.lora.rank > 0:
         student.add_lora(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
@@ -202,4 +226,6 @@ def export(student: Backbone, raw_unet: nn.Module, cfg, run: Path) -> tuple[Path
             save_file(tensors, str(lora_path), meta)
         student.unet.eval()
         student.save_pretrained(run / "student")  # merges a LoRA into a copy of the weights
+        if has_lora(raw_unet) and hasattr(student, "export_lora_diffusers"):  # Wan: diffusers' LoRA format
+            student.export_lora_diffusers(run / "lora_diffusers")
     return lora_path, run / "student"
