@@ -1,7 +1,7 @@
 """The demo's Python side, free of any web framework: validate the form, generate, write mp4 files.
 
 `DemoHandlers.generate` and `DemoHandlers.compare` are what the web page's buttons call; they raise
-`UserError` for bad input (the UI turns it into a visible error) and return paths of H.264 mp4 files
+`InputError` for bad input (the UI turns it into a visible error) and return paths of H.264 mp4 files
 upscaled with nearest neighbour so tiny (32x32) videos are visible.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import InputError
 from ..models.base import Backbone
 from ..pipeline import generate, safe_filename
 from ..video_io import write_video
@@ -77,7 +77,7 @@ class DemoHandlers:
         keep_files: int = 64,
     ):
         if not models:
-            raise UserError("the demo needs at least one model")
+            raise InputError("the demo needs at least one model")
         self._sources = dict(models)
         self._loaded: dict[str, Backbone] = {}
         self._locks = {name: threading.Lock() for name in self._sources}
@@ -114,7 +114,7 @@ class DemoHandlers:
     def model(self, name: str) -> Backbone:
         """The model called `name`, loading it on first use."""
         if name not in self._sources:
-            raise UserError(f"unknown model {name!r}; choose one of {self.model_names}")
+            raise InputError(f"unknown model {name!r}; choose one of {self.model_names}")
         with self._load_lock:
             if name not in self._loaded:
                 src = self._sources[name]
@@ -126,9 +126,9 @@ class DemoHandlers:
     def check_prompt(prompt: str | None) -> str:
         prompt = (prompt or "").strip()
         if not prompt:
-            raise UserError("please enter a prompt (it is empty)")
+            raise InputError("please enter a prompt (it is empty)")
         if len(prompt) > MAX_PROMPT_CHARS:
-            raise UserError(f"the prompt is too long: {len(prompt)} characters (at most {MAX_PROMPT_CHARS})")
+            raise InputError(f"the prompt is too long: {len(prompt)} characters (at most {MAX_PROMPT_CHARS})")
         return prompt
 
     @staticmethod
@@ -136,12 +136,12 @@ class DemoHandlers:
         try:
             x = float(value)
         except (TypeError, ValueError):
-            raise UserError(f"{name} must be a number, got {value!r}") from None
+            raise InputError(f"{name} must be a number, got {value!r}") from None
         if not math.isfinite(x) or not lo <= x <= hi:
-            raise UserError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+            raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
         if integer:
             if x != int(x):
-                raise UserError(f"{name} must be a whole number, got {value!r}")
+                raise InputError(f"{name} must be a whole number, got {value!r}")
             return int(x)
         return x
 
@@ -179,7 +179,7 @@ class DemoHandlers:
         """
         if not self.can_compare:
             missing = [n for n in self.compare_models if n not in self._sources]
-            raise UserError(
+            raise InputError(
                 f"the compare view needs the models {missing}, which this demo was not started with"
             )
         prompt = self.check_prompt(prompt)

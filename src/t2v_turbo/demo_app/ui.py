@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UserError
+from ..errors import InputError
 from .handlers import GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, MIN_STEPS, DemoHandlers
 
 DEFAULT_HOST = "127.0.0.1"
@@ -21,7 +21,7 @@ def require_gradio():
     try:
         import gradio as gr
     except ImportError as e:
-        raise UserError(
+        raise InputError(
             "the web demo needs Gradio, an optional extra: pip install 't2v-turbo[demo]' (or: pip install gradio)"
         ) from e
     return gr
@@ -36,14 +36,14 @@ def build_ui(handlers: DemoHandlers, title: str = "T2V-Turbo demo"):
     def on_generate(prompt, steps, guidance, seed, model):
         try:
             res, status = handlers.generate(prompt, steps, guidance, seed, model)
-        except UserError as e:
+        except InputError as e:
             raise gr.Error(str(e)) from None
         return str(res.path), str(res.path), status
 
     def on_compare(prompt, guidance, seed):
         try:
             a, b, status = handlers.compare(prompt, guidance, seed)
-        except UserError as e:
+        except InputError as e:
             raise gr.Error(str(e)) from None
         return str(a.path), a.summary(), str(b.path), b.summary(), status
 

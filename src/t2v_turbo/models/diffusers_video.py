@@ -301,6 +301,3 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             family=meta.get("family"),
             **{k: meta[k] for k in cls.metadata_options if k in meta},
         )
-
-
-ModelScopeBackbone = DiffusersVideoBackbone

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ...errors import UserError
+from ...errors import InputError
 
 CLAIMS_DOC = """The paper's claims, in miniature (checked on the table above):
 1. T2V-Turbo at 4 steps at least matches the 50-step teacher on alignment;
@@ -73,7 +73,7 @@ def results_table(
     models = {}
     for name in ("teacher", "vcm", "turbo"):
         if not (root / name / "unet").exists():
-            raise UserError(f"{root / name} is missing: build the world first (`t2v-turbo world build`)")
+            raise InputError(f"{root / name} is missing: build the world first (`t2v-turbo world build`)")
         models[name] = load_backbone(root / name) if world else load_backbone(name)
     scorers = Scorers(judge=get_judge())
     for name, folder in (("md-image", "reward_image"), ("md-video", "reward_video")):
@@ -138,13 +138,13 @@ def cli(argv: list[str]) -> int:
         sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(argv)
     if a.threads is not None and a.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {a.threads}")
+        raise InputError(f"--threads must be >= 1, got {a.threads}")
     if a.cmd != "build":
         import torch
 
         torch.set_num_threads(a.threads)
     if a.cmd == "table" and (a.prompts < 1 or not a.seeds):
-        raise UserError(f"--prompts must be >= 1 and --seeds non-empty, got {a.prompts}, {a.seeds}")
+        raise InputError(f"--prompts must be >= 1 and --seeds non-empty, got {a.prompts}, {a.seeds}")
     if a.cmd == "sensitivity":
         return _sensitivity(a)
     if a.cmd == "build":
@@ -154,9 +154,9 @@ def cli(argv: list[str]) -> int:
         stages = [s.strip() for s in a.stages.split(",") if s.strip()]
         bad = [s for s in stages if s not in STAGES]
         if bad:
-            raise UserError(f"unknown stages {bad}; valid: {list(STAGES)}")
+            raise InputError(f"unknown stages {bad}; valid: {list(STAGES)}")
         if a.quick and a.in_place:
-            raise UserError("--quick with --in-place would overwrite the shipped weights with useless ones")
+            raise InputError("--quick with --in-place would overwrite the shipped weights with useless ones")
         out = None if a.in_place else a.out
         overrides = {}
         if a.student_steps:
@@ -180,15 +180,15 @@ def _sensitivity(a) -> int:
     from .diagnostics import word_sensitivity
 
     if a.videos < 1:
-        raise UserError(f"--videos must be >= 1, got {a.videos}")
+        raise InputError(f"--videos must be >= 1, got {a.videos}")
     if any(not 0 <= t < 1000 for t in a.timesteps):
-        raise UserError(f"--timesteps must be in 0..999, got {a.timesteps}")
+        raise InputError(f"--timesteps must be in 0..999, got {a.timesteps}")
     root = Path(a.world) if a.world else md_models.ASSETS_DIR
     if not (root / a.model / "unet").exists():
-        raise UserError(f"no UNet folder {root / a.model / 'unet'}; models here: teacher, vcm, turbo")
+        raise InputError(f"no UNet folder {root / a.model / 'unet'}; models here: teacher, vcm, turbo")
     backbone = md_models.load_teacher(root, a.model)
     if backbone.w_embedding_dim is not None:
-        raise UserError(f"{a.model!r} is a student (guidance-embedded); this check is for teachers")
+        raise InputError(f"{a.model!r} is a student (guidance-embedded); this check is for teachers")
     res = word_sensitivity(backbone, a.timesteps, a.videos)
     print(f"loss with one attribute swapped / with the true caption ({a.videos} ground-truth videos)")
     print("|    t | true MSE | colour | digit | direction | empty prompt |")
