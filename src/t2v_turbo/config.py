@@ -450,7 +450,8 @@ def summarize(cfg: Config, num_processes: int | None = None) -> str:
             f"run {cfg.name}: teacher {cfg.model.teacher}, student {lora}, mode {t.mode}",
             f"  data {d.source}{' ' + d.path if d.path else ''}; {t.max_steps} steps, global batch "
             f"{t.batch_size * t.grad_accum * n} ({t.batch_size} x {t.grad_accum} accumulation x {n} process(es))",
-            f"  w in [{cfg.distill.w_min:g}, {cfg.distill.w_max:g}], loss {cfg.distill.loss_type}, "
+            (f"  w in [{cfg.distill.w_min:g}, {cfg.distill.w_max:g}]" if cfg.model.fixed_w is None
+             else f"  fixed w {cfg.model.fixed_w:g} (plain student)") + f", loss {cfg.distill.loss_type}, "
             f"target {cfg.distill.target}; rewards: {rewards}; lr {cfg.optim.lr:g}",
             f"  full config: {Path(cfg.output_dir) / 'config.yaml'}",
         ]
