@@ -104,7 +104,8 @@ def run_settings(model: Backbone, w: float, cfg_scale: float | None) -> dict:
     from ..pipeline import is_student, sampler_name, teacher_cfg_scale
 
     if is_student(model):
-        return {"sampler": "consistency", "w": float(w), "cfg_scale": None}
+        fixed = getattr(model, "fixed_w", None) if model.w_embedding_dim is None else None
+        return {"sampler": "consistency", "w": float(w if fixed is None else fixed), "cfg_scale": None}
     return {"sampler": sampler_name(model), "w": None, "cfg_scale": teacher_cfg_scale(w, cfg_scale)}
 
 
