@@ -2,6 +2,12 @@
 vs diffusers' pipeline machinery (an LCMScheduler loop) on the same UNet, VAE and text encoder.
 
     python benchmarks/inference.py [--quick] [--batch 8] [--repeats 5] [--threads N]
+    python benchmarks/inference.py --family fm [--quick]     # flow matching: the tiny Wan2.1
+
+--family fm (docs/flow_matching.md): the 4-step FM student (the flow consistency sampler) vs the 50-step
+Euler + CFG teacher (Wan's form, cfg 1 + w) per video, VAE decode included, and our FM consistency
+sampler vs a diffusers `FlowMatchLCMScheduler` loop on the same transformer, VAE and text encoder
+(`WanPipeline.encode_prompt`, `scheduler.step`, `AutoencoderKLWan.decode`). Writes inference_fm.json.
 
 Every configuration generates the same batch of prompts end to end (text encoding, sampling, VAE
 decode), timed in interleaved rounds; the table reports the median seconds per video and UNet
@@ -69,8 +75,113 @@ def diffusers_lcm_generate(model, prompts, num_steps: int, guidance: float, seed
     return video.reshape(b, f, *video.shape[1:]).permute(0, 2, 1, 3, 4).clamp(-1, 1)
 
 
+@torch.no_grad()
+def diffusers_fm_lcm_generate(model, pipe, prompts, num_steps: int, w: float, seed: int) -> torch.Tensor:
+    """diffusers' flow-matching LCM loop on a Wan backbone's components: `WanPipeline.encode_prompt`,
+    `FlowMatchLCMScheduler(shift).set_timesteps(N)`, the transformer (our guidance embedding fed as
+    `w_emb`) + `scheduler.step` per step, then `AutoencoderKLWan.decode` of latents / (1 / std) + mean
+    (as WanPipeline). Returns videos (B, 3, T, H, W) in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    cond, _ = pipe.encode_prompt(
+        list(prompts), do_classifier_free_guidance=False, max_sequence_length=model.max_sequence_length
+    )
+    sched = pipe.scheduler
+    sched.set_timesteps(num_steps)
+    b = len(prompts)
+    w_emb = model.w_embedding(w, b)
+    latents = torch.randn(model.latent_shape(b), generator=g)
+    for t in sched.timesteps:
+        extra = {} if w_emb is None else {"w_emb": w_emb}
+        v = model.unet(
+            hidden_states=latents, timestep=t.expand(b), encoder_hidden_states=cond, return_dict=False, **extra
+        )[0]
+        latents = sched.step(v, t, latents, generator=g, return_dict=False)[0]
+    vc = model.vae.config
+    mean = torch.tensor(vc.latents_mean).view(1, -1, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vc.latents_std).view(1, -1, 1, 1, 1)
+    return model.vae.decode(latents / inv_std + mean, return_dict=False)[0].clamp(-1, 1)
+
+
+def main_fm(a) -> int:
+    """The flow-matching family on the tiny Wan (see the module docstring)."""
+    from diffusers import FlowMatchLCMScheduler, WanPipeline
+
+    from t2v_turbo.models.tiny import tiny_wan_teacher
+    from t2v_turbo.pipeline import generate
+
+    threads = C.set_threads(a.threads)
+    batch = a.batch or (2 if a.quick else 4)
+    repeats = a.repeats or (2 if a.quick else 5)
+    info = C.machine()
+    teacher = tiny_wan_teacher(seed=0, frames=a.fm_frames, height=a.fm_size).freeze().eval()
+    # option (a) student (takes w); a normal-initialised guidance embedding so that w matters
+    student = teacher.make_student(256, init="normal", seed=1).eval()
+    note = (
+        f"tiny Wan2.1 (models/wan.py tiny_wan_components: 2-layer WanTransformer3DModel 2x12 heads, "
+        f"AutoencoderKLWan base_dim 3, 2-layer UMT5), {a.fm_frames} frames at {a.fm_size}x{a.fm_size}, "
+        f"latents {tuple(teacher.latent_shape(1)[1:])}, flow shift {teacher.schedule.shift}; random weights"
+    )
+    prompts = C.md_prompts(batch)
+    pipe = WanPipeline(tokenizer=student.tokenizer, text_encoder=student.text_encoder, vae=student.vae,
+                       scheduler=FlowMatchLCMScheduler(shift=student.schedule.shift), transformer=student.unet)  # fmt: skip
+    w = a.fm_w
+    teacher_key = f"wan-teacher-euler{a.teacher_steps}-cfg"
+    fns = {teacher_key: lambda: generate(teacher, prompts, a.teacher_steps, w, seed=0)}
+    for n in STEPS:
+        fns[f"fm-turbo-{n}"] = lambda n=n: generate(student, prompts, n, w, seed=0, timestep_rule="diffusers")
+        fns[f"diffusers-fmlcm-{n}"] = lambda n=n: diffusers_fm_lcm_generate(student, pipe, prompts, n, w, 0)
+    bar = tqdm(total=repeats * len(fns), desc="FM inference rounds")
+    times = C.interleaved_timings(fns, repeats, warmup=1, progress=bar)
+    bar.close()
+    parity = {}
+    for n in STEPS:
+        ours = generate(student, prompts, n, w, seed=0, timestep_rule="diffusers").videos
+        theirs = diffusers_fm_lcm_generate(student, pipe, prompts, n, w, 0)
+        parity[n] = float((ours - theirs).abs().max())
+    per_video = {k: C.median(v) / batch for k, v in times.items()}
+    t_teacher = per_video[teacher_key]
+    rows = [[teacher_key, a.teacher_steps, 2 * a.teacher_steps, t_teacher, 1.0, "-", "-"]]
+    for n in STEPS:
+        ours, theirs = per_video[f"fm-turbo-{n}"], per_video[f"diffusers-fmlcm-{n}"]
+        rows.append([f"fm-turbo-{n}", n, n, ours, t_teacher / ours, ours / theirs, f"{parity[n]:.1e}"])
+        rows.append([f"diffusers-fmlcm-{n}", n, n, theirs, t_teacher / theirs, 1.0, "-"])
+    headers = ["config", "steps", "transformer evals/video", "s/video (median)",
+               f"speed-up vs teacher {a.teacher_steps}-step Euler + CFG",
+               "time vs diffusers FlowMatchLCM loop (same steps)", "max |ours - diffusers|"]  # fmt: skip
+    table = C.markdown(headers, rows)
+    speedup4 = t_teacher / per_video["fm-turbo-4"]
+    loop_ratio = max(per_video[f"fm-turbo-{n}"] / per_video[f"diffusers-fmlcm-{n}"] for n in STEPS)
+    worst = max(parity.values())
+    targets = {
+        "fm_turbo4_speedup_vs_teacher": speedup4,
+        "worst_loop_time_ratio_vs_diffusers": loop_ratio,
+        "loop_ratio_met": loop_ratio <= 1.05,  # within timing noise
+        "worst_parity_max_abs_diff": worst,
+        "parity_met": worst <= 1e-5,
+    }
+    print(f"\n## Inference, flow matching (tiny Wan): {batch} videos per call, {repeats} interleaved rounds, median\n")
+    print(f"Machine: {C.machine_line(info)}. Models: {note}. w = {w} (teacher cfg {1 + w}).\n")
+    print(table)
+    print(
+        f"\nTargets: our FM consistency loop / diffusers' FlowMatchLCMScheduler loop worst case {loop_ratio:.2f} "
+        f"(target <= 1, 5% noise allowance: {'met' if targets['loop_ratio_met'] else 'MISSED'}); outputs equal to "
+        f"{worst:.1e} (target 1e-5: {'met' if targets['parity_met'] else 'MISSED'}); 4-step student "
+        f"{speedup4:.1f}x faster than the {a.teacher_steps}-step Euler + CFG teacher per video (VAE decode included)."
+    )
+    payload = {"benchmark": "inference_fm", "machine": info, "threads": threads, "models": note, "batch": batch,
+               "repeats": repeats, "w": w, "teacher_cfg_scale": 1 + w, "seconds_per_video": per_video,
+               "raw_seconds": times, "parity_max_abs_diff": parity, "targets": targets, "table": table}  # fmt: skip
+    print(f"\nwrote {C.write_json('inference_fm', payload)}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--family", choices=["md", "fm"], default="md",
+                   help="md: the MovingDigits (DDPM) models; fm: flow matching on the tiny Wan2.1")  # fmt: skip
+    p.add_argument("--fm-frames", type=int, default=17, help="--family fm: frames (4k + 1)")
+    p.add_argument("--fm-size", type=int, default=64, help="--family fm: height = width (multiple of 16)")
+    p.add_argument("--fm-w", type=float, default=4.0, help="--family fm: the student's w (teacher cfg 1 + w)")
     p.add_argument("--quick", action="store_true", help="fewer prompts and repeats")
     p.add_argument("--batch", type=int, default=None, help="videos per generate call (default 8; quick 4)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; quick 2)")
@@ -78,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=7.5, help="student w; the teacher uses CFG 1 + w")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
+    if a.family == "fm":
+        return main_fm(a)
     from t2v_turbo.pipeline import generate
 
     threads = C.set_threads(a.threads)
