@@ -113,6 +113,9 @@ def test_wan_lora_run_end_to_end_resume_export_generate(tmp_path, capsys):
     assert [r["step"] for r in rows] == [1, 2, 3]
     # fixed w: every sampled w is 4.0; the loss is L_CD - R over pixel frames of the 5-frame clip
     assert all(r["w"] == 4.0 and r["loss_cd"] > 0 for r in rows)
+    # the trainer's solver is the teacher's Euler grid: t = 1000 shift(i / 10) (DDIM's would be 99, 199, ...)
+    grid = EulerSolver(FlowSchedule(shift=3.0), 10).timesteps.tolist()
+    assert all(min(abs(r["t"] - x) for x in grid) < 1e-3 for r in rows)
     assert all(r["loss"] == pytest.approx(r["loss_cd"] - r["reward/wan-test-red"], abs=1e-6) for r in rows)
     assert (run / "validation" / "step-00000003" / "2-step" / "a cat-0.mp4").stat().st_size > 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000003"]
@@ -152,3 +155,22 @@ def test_wan_lora_run_end_to_end_resume_export_generate(tmp_path, capsys):
     meta = json.loads((out / "generation.json").read_text())
     assert meta["sampler"] == "consistency" and meta["steps"] == 4 and meta["w"] == 4.0 and meta["fixed_w"] == 4.0
     assert (out / "a cat-0.mp4").stat().st_size > 0
+
+
+def test_wan_option_a_run_exports_the_merged_student_with_its_guidance_embedding(tmp_path):
+    from t2v_turbo.models.registry import load_backbone
+    from t2v_turbo.pipeline import generate
+
+    extra = ["model.w_embedding_dim=32", "model.fixed_w=null", "train.max_steps=1", "checkpoint.every=0",
+             "validation.prompts=[]", "rewards=[]"]  # fmt: skip
+    assert cli.main(["distill", "wan-lora", *overrides(tmp_path, "run", *extra)]) == 0
+    run = tmp_path / "run"
+    assert not (run / "lora_diffusers").exists()  # a guidance embedding is no LoRA: the merged folder is the export
+    student = load_backbone(run / "student")
+    assert student.w_embedding_dim == 32 and (run / "student" / "guidance_proj.safetensors").exists()
+    trained = load_file(str(run / "checkpoints" / "step-00000001" / "trainable.safetensors"))
+    proj = trained["condition_embedder.time_embedder.guidance_proj.weight"]
+    torch.testing.assert_close(student.unet.condition_embedder.time_embedder.guidance_proj.weight, proj)
+    a = generate(student, ["a cat"], 2, w=2.0, decode=False).videos
+    b = generate(student, ["a cat"], 2, w=6.0, decode=False).videos
+    assert (a - b).abs().max() > 0  # the trained embedding makes w matter
