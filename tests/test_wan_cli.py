@@ -128,3 +128,14 @@ def test_bad_wan_folders_are_one_line_and_exit_2(folder, tmp_path, capsys, how, 
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert __import__("re").search(message, err[0]), err[0]
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_demo_compare_view_runs_a_wan_teacher_and_student(teacher, tmp_path):
+    from t2v_turbo.demo_app.handlers import DemoHandlers
+
+    student = teacher.make_student(None, fixed_w=4.0)
+    h = DemoHandlers({"teacher": teacher, "turbo": student}, out_dir=tmp_path, compare_steps=(3, 2))
+    a, b, status = h.compare(PROMPT, 4.0, 0)
+    assert (a.sampler, a.steps, a.unet_evals, a.guidance) == ("euler-cfg", 3, 6, 5.0)  # cfg 1 + w
+    assert (b.sampler, b.steps, b.unet_evals, b.guidance) == ("consistency", 2, 2, 4.0)
+    assert a.path.stat().st_size > 0 and b.path.stat().st_size > 0 and "faster" in status

@@ -44,7 +44,7 @@ class Result:
     steps: int
     seconds: float  # wall-clock: text encoding + sampling + VAE decode (not the mp4 write)
     unet_evals: int
-    sampler: str  # "consistency" (student) or "ddim-cfg" (teacher)
+    sampler: str  # "consistency" (student), "ddim-cfg" or "euler-cfg" (a flow teacher, Wan)
     guidance: float  # what the sampler used: the embedded w, or the teacher's CFG scale
 
     def summary(self) -> str:
