@@ -202,6 +202,22 @@ def test_snr_loss_weight_is_an_x0_weight():
     )
 
 
+def test_glyph_box_weights_closed_form():
+    from t2v_turbo.worlds.moving_digits.dataset import VideoSpec
+    from t2v_turbo.worlds.moving_digits.stage_teacher import glyph_box_weights
+
+    # glyph box at x 0..11, y 4..15 in frame 0, moving right 2 px/frame; 4x4 patches -> an 8x8 grid
+    spec = VideoSpec(digit=0, color="red", direction="right", glyph_index=0, start=(0, 4))
+    w = glyph_box_weights([spec], 8, 5.0)
+    assert w.shape == (1, 8, 8, 8)
+    expected0 = torch.ones(8, 8)
+    expected0[1:4, 0:3] = 5.0  # rows 4..15 and columns 0..11 are whole patches
+    torch.testing.assert_close(w[0, 0], expected0)
+    # frame 1: columns 2..13 -> patch 0 and patch 3 half covered, patches 1-2 fully
+    torch.testing.assert_close(w[0, 1, 1:4, 0:4], torch.tensor([[3.0, 5.0, 5.0, 3.0]] * 3))
+    assert float(w[0, 1].sum()) == 64 + 4 * 9  # 144 box pixels = 9 whole patches, each +4
+
+
 def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
     _need("vae", "text_encoder", "tokenizer")
     from t2v_turbo.pipeline import generate
