@@ -9,10 +9,15 @@ from pathlib import Path
 
 from ...errors import InputError
 
-CLAIMS_DOC = """The paper's claims, in miniature (checked on the table above):
-1. T2V-Turbo at 4 steps at least matches the 50-step teacher on alignment;
-2. it clearly beats VCM at 4 steps;
-3. it is at least 10x faster per video than the teacher."""
+CLAIMS_DOC = """The paper's claims, in miniature, as the world's goals (issue 17; checked on the table above):
+1. the 50-step teacher draws what it is asked for: digit >= 0.70, all correct >= 0.60, colour and
+   direction >= 0.95;
+2. T2V-Turbo at 4 steps at least matches the 50-step teacher on all correct;
+3. it clearly beats VCM at 4 steps (all correct, +0.15 or more);
+4. T2V-Turbo at 1 step is within 0.05 of the teacher (all correct) or better;
+5. T2V-Turbo at 4 steps is at least 15x faster per video than the teacher."""
+
+TEACHER_GOALS = {"judge/digit_correct": 0.70, "judge/all_correct": 0.60, "judge/color_correct": 0.95, "judge/direction_correct": 0.95}
 
 
 def _run(results: dict, model: str, steps: int) -> dict | None:
@@ -23,33 +28,55 @@ def _run(results: dict, model: str, steps: int) -> dict | None:
 
 
 def check_claims(results: dict, alignment: str = "judge/all_correct") -> list[dict]:
-    """The three headline claims as (claim, measured numbers, holds) from an eval results dict."""
-    turbo, vcm = _run(results, "turbo", 4), _run(results, "vcm", 4)
+    """The world's goals (`CLAIMS_DOC`) as (claim, measured numbers, holds) from an eval results dict."""
+    turbo, turbo1, vcm = _run(results, "turbo", 4), _run(results, "turbo", 1), _run(results, "vcm", 4)
     teacher = next((r for r in results["runs"] if r["model"] == "teacher"), None)
     if not (turbo and vcm and teacher):
         return []
 
-    def m(run):
-        return run["metrics"][alignment]["mean"]
+    def m(run, key=alignment):
+        return run["metrics"][key]["mean"]
 
     speed = teacher["seconds_per_video"] / turbo["seconds_per_video"]
-    return [
+    claims = [
         {
-            "claim": "T2V-Turbo 4 steps >= teacher DDIM-50 (alignment)",
+            "claim": "teacher DDIM-50: digit >= 0.70, all correct >= 0.60, colour and direction >= 0.95",
+            "measured": ", ".join(f"{k.split('/')[1]} {m(teacher, k):.3f}" for k in TEACHER_GOALS),
+            "holds": all(m(teacher, k) >= v for k, v in TEACHER_GOALS.items()),
+        },
+        {
+            "claim": "T2V-Turbo 4 steps >= teacher DDIM-50 (all correct)",
             "measured": f"{m(turbo):.3f} vs {m(teacher):.3f}",
             "holds": m(turbo) >= m(teacher),
         },
         {
-            "claim": "T2V-Turbo 4 steps clearly beats VCM 4 steps (alignment, +0.05 or more)",
+            "claim": "T2V-Turbo 4 steps clearly beats VCM 4 steps (all correct, +0.15 or more)",
             "measured": f"{m(turbo):.3f} vs {m(vcm):.3f}",
-            "holds": m(turbo) >= m(vcm) + 0.05,
-        },
-        {
-            "claim": "T2V-Turbo 4 steps >= 10x faster per video than the teacher",
-            "measured": f"{speed:.1f}x ({turbo['seconds_per_video'] * 1000:.1f} ms vs {teacher['seconds_per_video'] * 1000:.1f} ms)",
-            "holds": speed >= 10,
+            "holds": m(turbo) >= m(vcm) + 0.15,
         },
     ]
+    if turbo1 is not None:
+        claims.append(
+            {
+                "claim": "T2V-Turbo 1 step within 0.05 of the teacher DDIM-50 or better (all correct)",
+                "measured": f"{m(turbo1):.3f} vs {m(teacher):.3f}",
+                "holds": m(turbo1) >= m(teacher) - 0.05,
+            }
+        )
+    claims.append(
+        {
+            "claim": "T2V-Turbo 4 steps >= 15x faster per video than the teacher",
+            "measured": f"{speed:.1f}x ({turbo['seconds_per_video'] * 1000:.1f} ms vs {teacher['seconds_per_video'] * 1000:.1f} ms)",
+            "holds": speed >= 15,
+        }
+    )
+    return claims
+
+
+def claims_lines(results: dict) -> list[str]:
+    """`CLAIMS_DOC` and one "holds / FAILS" line per claim, as written under the table."""
+    lines = [CLAIMS_DOC, ""]
+    return lines + [f"- {'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}" for c in results["claims"]]
 
 
 def results_table(
@@ -96,10 +123,7 @@ def results_table(
     out = Path(out_dir)
     write_report(results, out)
     md = (out / "results.md").read_text()
-    lines = [md.rstrip(), "", CLAIMS_DOC, ""]
-    lines += [
-        f"- {'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}" for c in results["claims"]
-    ]
+    lines = [md.rstrip(), "", *claims_lines(results)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(markdown_table(results))
