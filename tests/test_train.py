@@ -171,7 +171,7 @@ def test_end_to_end_lora_run_exports_logs_and_validates(tmp_path, videos, capsys
     for k, v in exported.unet.state_dict().items():
         torch.testing.assert_close(v, ref[k], rtol=0, atol=1e-6)
     out = capsys.readouterr().out
-    assert "effective global batch: 1 videos" in out and "skipped 0 data item(s)" in out
+    assert "global batch 1 (1 x 1 accumulation x 1 process(es))" in out and "skipped 0 data item(s)" in out
 
 
 def test_ema_target_follows_the_lcm_update(tmp_path, videos):
