@@ -121,9 +121,10 @@ def fm_rewards():
 class Setup:
     """Models, one batch and an optimizer; `step(config)` runs one full training step of a configuration."""
 
-    def __init__(self, batch: int, decode_ckpt: bool, family: str = "md", fm_frames: int = 17, fm_size: int = 64):
+    def __init__(self, batch: int, decode_ckpt: bool, family: str = "md", fm_frames: int = 17, fm_size: int = 64,
+                 fm_layers: int = 0, fm_heads: int = 2):  # fmt: skip
         if family == "fm":
-            self._init_fm(batch, decode_ckpt, fm_frames, fm_size)
+            self._init_fm(batch, decode_ckpt, fm_frames, fm_size, fm_layers, fm_heads)
             return
         import numpy as np
         import torch
@@ -154,7 +155,7 @@ class Setup:
         self.decode_ckpt = decode_ckpt
         self.cfg = DistillConfig(decode_checkpointing=decode_ckpt)
 
-    def _init_fm(self, batch: int, decode_ckpt: bool, frames: int, size: int) -> None:
+    def _init_fm(self, batch: int, decode_ckpt: bool, frames: int, size: int, layers: int = 0, heads: int = 2) -> None:
         import torch
 
         from t2v_turbo.distill import DistillConfig
@@ -163,9 +164,26 @@ class Setup:
 
         self.cuda = torch.cuda.is_available()
         dev = "cuda" if self.cuda else "cpu"
-        self.teacher = tiny_wan_teacher(seed=0, frames=frames, height=size).to(dev).freeze()
+        self.teacher = tiny_wan_teacher(seed=0, frames=frames, height=size)
+        arch = "2-layer WanTransformer3DModel 2x12 heads"
+        if layers:  # a wider transformer (heads x 32, FFN 4x) on the same tiny VAE and text encoder
+            from diffusers import WanTransformer3DModel
+
+            from t2v_turbo.models.wan import WanBackbone
+
+            torch.manual_seed(0)
+            tr = WanTransformer3DModel(
+                patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=32, in_channels=16,
+                out_channels=16, text_dim=32, freq_dim=256, ffn_dim=4 * 32 * heads, num_layers=layers,
+                cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+            ).eval()  # fmt: skip
+            t = self.teacher
+            self.teacher = WanBackbone(tr, t.vae, t.text_encoder, t.tokenizer, t.schedule,
+                                       resolution=t.resolution, max_sequence_length=16)  # fmt: skip
+            arch = f"{layers}-layer WanTransformer3DModel {heads}x32 heads"
+        self.teacher = self.teacher.to(dev).freeze()
         self.note = (
-            f"tiny Wan2.1 (2-layer WanTransformer3DModel, AutoencoderKLWan base_dim 3, 2-layer UMT5), {frames} "
+            f"tiny Wan2.1 ({arch}, AutoencoderKLWan base_dim 3, 2-layer UMT5), {frames} "
             f"frames at {size}x{size}, latents {tuple(self.teacher.latent_shape(1)[1:])}; LoRA rank 8 + guidance embedding"
         )
         self.student = self.teacher.make_student(256, init="zero")
@@ -229,11 +247,12 @@ class Setup:
         return {k: float(v) for k, v in terms.items() if v.numel() == 1}
 
 
-def memory_worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool, family: str = "md") -> dict:
+def memory_worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt: bool, family: str = "md",
+                  fm: tuple = ()) -> dict:  # fmt: skip
     """Peak memory of `steps` training steps of one configuration above the steady state after warm-up."""
     import torch
 
-    s = Setup(batch, decode_ckpt, family)
+    s = Setup(batch, decode_ckpt, family, *fm)
     for _ in range(warmup):
         s.step(config)
     _trim()
@@ -269,9 +288,9 @@ def memory_worker(config: str, batch: int, steps: int, warmup: int, decode_ckpt:
     }
 
 
-def timing_worker(batch: int, rounds: int, decode_ckpt: bool, family: str = "md") -> dict:
+def timing_worker(batch: int, rounds: int, decode_ckpt: bool, family: str = "md", fm: tuple = ()) -> dict:
     """Seconds per step of every configuration, in one process, interleaved round by round."""
-    s = Setup(batch, decode_ckpt, family)
+    s = Setup(batch, decode_ckpt, family, *fm)
     fns = {c: (lambda c=c: s.step(c)) for c in CONFIGS}
     times = C.interleaved_timings(fns, rounds, warmup=1)
     return {"times": times}
@@ -289,7 +308,8 @@ def run_worker(args: list[str], a) -> dict:
         cmd += ["--threads", str(a.threads)]
     if a.decode_checkpointing:
         cmd.append("--decode-checkpointing")
-    cmd += ["--family", a.family]
+    cmd += ["--family", a.family, "--fm-frames", str(a.fm_frames), "--fm-size", str(a.fm_size)]
+    cmd += ["--fm-layers", str(a.fm_layers), "--fm-heads", str(a.fm_heads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{args} failed:\n{out.stderr[-3000:]}")
@@ -308,14 +328,20 @@ def main(argv=None) -> int:
     p.add_argument("--worker", choices=(*CONFIGS, "timing"), help=argparse.SUPPRESS)
     p.add_argument("--family", choices=["md", "fm"], default="md",
                    help="md: the MovingDigits (DDPM) models; fm: flow matching on the tiny Wan2.1 (LoRA)")  # fmt: skip
+    p.add_argument("--fm-frames", type=int, default=17, help="--family fm: frames (4k + 1)")
+    p.add_argument("--fm-size", type=int, default=64, help="--family fm: height = width (multiple of 16)")
+    p.add_argument("--fm-layers", type=int, default=0,
+                   help="--family fm: a wider transformer with this many layers (0: the tiny 2-layer one)")  # fmt: skip
+    p.add_argument("--fm-heads", type=int, default=2, help="--family fm with --fm-layers: heads of 32 dims")
     a = p.parse_args(argv)
     a.rounds = a.rounds or (3 if a.quick else 8)
     if a.worker:
         threads = C.set_threads(a.threads)
+        fm = (a.fm_frames, a.fm_size, a.fm_layers, a.fm_heads)
         if a.worker == "timing":
-            res = timing_worker(a.batch, a.rounds, a.decode_checkpointing, a.family)
+            res = timing_worker(a.batch, a.rounds, a.decode_checkpointing, a.family, fm)
         else:
-            res = memory_worker(a.worker, a.batch, a.steps, a.warmup, a.decode_checkpointing, a.family)
+            res = memory_worker(a.worker, a.batch, a.steps, a.warmup, a.decode_checkpointing, a.family, fm)
         print(json.dumps(res | {"threads": threads}))
         return 0
     from tqdm.auto import tqdm
@@ -384,7 +410,8 @@ def main(argv=None) -> int:
         "targets": targets,
         "table": table,
     }
-    name = "training" + ("_fm" if a.family == "fm" else "") + ("_decode_ckpt" if a.decode_checkpointing else "")
+    name = "training" + ("_fm" if a.family == "fm" else "") + (f"_l{a.fm_layers}" if a.fm_layers else "")
+    name += "_decode_ckpt" if a.decode_checkpointing else ""
     print(f"\nwrote {C.write_json(name, payload)}")
     return 0
 
