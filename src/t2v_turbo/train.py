@@ -251,11 +251,10 @@ def train(cfg: Config | dict | str, overrides: list[str] | dict | None = None, p
 
     # 3. Optimizer (AdamW / 8-bit AdamW) and LR schedule; accelerate wraps the student UNet (DDP etc.).
     # train.parallel=fsdp: FSDP2 shards the student and its EMA target over the ranks (not DDP-wrapped)
-    sharded = t.parallel == "fsdp" and world > 1
-    if t.parallel == "fsdp":
-        from .training import distributed
+    from .training import distributed
 
-        distributed.check(cfg, world, placement.ranks[CD])
+    distributed.check(cfg, world, placement.ranks[CD])
+    sharded = t.parallel == "fsdp" and world > 1
     if sharded:
         fsdp_kw = {"mixed_precision": t.mixed_precision, "cpu_offload": t.fsdp_cpu_offload,
                    "reshard_after_forward": t.fsdp_reshard_after_forward}  # fmt: skip
