@@ -5,6 +5,7 @@ runs gloo CPU processes):
 
     t2v-turbo distill moving-digits                          # the CPU world
     accelerate launch --multi_gpu --num_processes 8 -m t2v_turbo.cli distill vc2-lora data.path=...
+    ... distill vc2-lora train.parallel=fsdp ...   # FSDP2: the student sharded (training/distributed.py)
 
 Each optimizer step: `grad_accum` micro-steps of Algorithm 1 (`distill_step`: consistency loss +
 mixed reward), a non-finite check across ranks (a NaN / Inf step is skipped, weights untouched),

@@ -251,10 +251,14 @@ def _load_sharded(path: Path, raw_unet, target, optimizer) -> None:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model: unknown tensors {unknown[:3]}, missing {missing[:3]}"
         )
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         dcp.load(sd, checkpoint_id=str(path / SHARDED))
-    except Exception as e:  # DCP raises its own errors (a wrong shape, a missing file), several lines
-        raise CheckpointError(f"checkpoint {path}: sharded state unreadable ({str(e).splitlines()[0][:200]})") from None
+    except (Exception, CheckpointException) as e:  # DCP's own (a BaseException: rank -> failure), several lines
+        cause = next(iter(getattr(e, "failures", {}).values()), e)
+        why = f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else 'truncated or corrupt'}"
+        raise CheckpointError(f"checkpoint {path}: sharded state unreadable ({why})") from None
     opts = StateDictOptions(strict=False)
     set_model_state_dict(raw_unet, sd["trainable"], options=opts)
     if "ema" in sd:
