@@ -307,12 +307,13 @@ def static_estimate(counts: dict, gpus: int, preset: str, fsdp: bool) -> dict:
     """GB per GPU of weights, gradients and AdamW state (no activations). bf16 frozen weights (teacher,
     VAE, text tower, rewards: 2 bytes/param), the student's frozen copy 2 bytes/param, trainable params
     16 bytes (fp32 weight + grad + 2 AdamW moments); FSDP divides the student's part by the GPU count
-    (this trainer shards the student and its EMA target, not the teacher or the rewards)."""
+    (this trainer shards the student and its EMA target, not the teacher or the rewards) and keeps the
+    student's frozen weights in fp32 (4 bytes: one original dtype per FSDP unit; bf16 in compute)."""
     net, vae, text, rewards, rank = PRESETS[preset]
     p_net = counts[net]
     trainable = counts[f"lora_{net}_{rank}"] if rank else p_net
     shared = 2 * (p_net + counts[vae] + (counts[text] if text else 0) + sum(counts[r] for r in rewards))
-    student = (2 * p_net if rank else 0) + 16 * trainable
+    student = ((4 if fsdp else 2) * p_net if rank else 0) + 16 * trainable
     per_gpu = shared + (student / gpus if fsdp else student)
     return {"teacher_vae_text_rewards_gb": shared / 1e9, "student_gb": student / 1e9, "per_gpu_gb": per_gpu / 1e9,
             "trainable_params": trainable}  # fmt: skip

@@ -22,7 +22,7 @@ def require_gradio():
         import gradio as gr
     except ImportError as e:
         raise InputError(
-            "the web demo needs Gradio, an optional extra: pip install 't2v-turbo[demo]' (or: pip install gradio)"
+            "the web demo needs Gradio, an optional extra: pip install -e '.[demo]' (from the repository; or: pip install gradio)"
         ) from e
     return gr
 
