@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def main(argv: list[str]) -> int:
     if is_student and a.steps is not None and a.steps > origin:
         raise InputError(f"--steps {a.steps}: a student samples at most {origin} steps (its origin grid; see --origin-steps)")
     common.warn_unknown_words(model, prompts)
+    fixed = getattr(model, "fixed_w", None)
+    if fixed is not None and "--w" in argv:
+        print(f"warning: this student was distilled at a fixed w={fixed:g} (no guidance embedding): --w is ignored", file=sys.stderr)
     steps = a.steps or (4 if is_student else 50)
     upscale = a.upscale or default_upscale(model.resolution[1])
     fps = a.fps or model.native_fps
