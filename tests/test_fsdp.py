@@ -203,9 +203,25 @@ def _launch(cfg_path: Path, *extra: str, wait: bool = True, nproc: int = 2):
            "--main_process_port", str(_free_port()), str(cfg_path.parent / "runner.py"), "distill",
            str(cfg_path), *extra]  # fmt: skip
     if not wait:
-        return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # its own process group: the kill reaches the workers
+        return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (from /proc), deepest first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out[::-1]
 
 
 def _write(tmp_path: Path, name: str, cfg: dict) -> Path:
@@ -264,9 +280,12 @@ def test_fsdp_kill_and_resume_is_exact_and_a_two_process_checkpoint_resumes_on_o
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers (the group this test started)
+    workers = _descendants(proc.pid)  # torch's launcher starts its workers in their own sessions
+    for pid in [*workers, proc.pid]:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1)
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in workers):
+        time.sleep(0.05)
     done = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("step-*"))
     assert done and "step-00000006" not in done
     out = _launch(killed_cfg, "train.resume=latest")
