@@ -1,6 +1,7 @@
 """The shipped MovingDigits students and teacher: they load, sample, and a seeded sample is reproducible."""
 
 import json
+
 import pytest
 import torch
 

@@ -35,8 +35,8 @@ from .config import Config, load_config, summarize, validate
 from .data.loader import SkipCounter
 from .distill import distill_step, ema_update
 from .errors import ConfigError, T2VTurboError
-from .models.base import Backbone
 from .flow import teacher_solver
+from .models.base import Backbone
 
 
 class TrainingStopped(T2VTurboError):
