@@ -324,26 +324,22 @@ def flow_consistency_sample(
     Returns:
         The last x0 (B, C, T, H, W).
     """
-    z = (
-        latents
-        if latents is not None
-        else torch.randn(tuple(shape), generator=generator, dtype=dtype).to(device)
+    from .sampling import consistency_sample
+
+    # the one consistency loop: FlowSchedule's scalings (0, 1) make it f(x_s, s) = x_s - s v, and its
+    # add_noise the re-noising (1 - s') x0 + s' eps
+    timesteps = [float(sig) * schedule.num_train_timesteps for sig in sigmas]
+    return consistency_sample(
+        model_fn,
+        schedule,
+        shape,
+        timesteps,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        latents=latents,
+        callback=callback,
     )
-    z = z.float()
-    x0 = z
-    for i, s in enumerate(sigmas):
-        t = _timestep(s, z.shape[0], z.device, schedule.num_train_timesteps)
-        v = model_fn(z.to(dtype), t).float()
-        # f(x_s, s) = x_s - s v  (flow consistency function; f(x, 0) = x)
-        x0 = z - torch.tensor(s, dtype=torch.float32) * v
-        if i + 1 < len(sigmas):
-            s_next = torch.tensor(sigmas[i + 1], dtype=torch.float32)
-            noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device)
-            # x_{s'} = (1 - s') x0 + s' eps, fresh eps  (LCM Alg. 1 line 6 on the flow)
-            z = (1 - s_next) * x0 + s_next * noise
-        if callback is not None:
-            callback(i, x0)
-    return x0
 
 
 @torch.no_grad()
