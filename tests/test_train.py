@@ -510,10 +510,7 @@ def test_two_processes_through_accelerate_launch(tmp_path, videos):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "consistency      weight 1 on ranks [0] -> effective 0.5" in out.stdout
     assert "test-motion      weight 2 on ranks [1] -> effective 1" in out.stdout
-    assert (
-        "effective global batch: 2 videos per optimizer step = 1 per process x 1 accumulation x 2 process(es)"
-        in out.stdout
-    )
+    assert "global batch 2 (1 x 1 accumulation x 2 process(es))" in out.stdout
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(set(summary["rank_weights_sha256"])) == 1
