@@ -152,13 +152,7 @@ def generate(
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     use_cfg = not is_student and cfg > 1
     uncond = model.encode_prompt([""]) if use_cfg else None
-    total = len(ts) * ((len(prompts) + batch_size - 1) // batch_size)
-    done = [0]
-
-    def tick(i, z):
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], total)
+    tick = _step_counter(len(ts) * _num_chunks(len(prompts), batch_size), progress)
 
     videos, evals = [], 0
     start = time.perf_counter()
@@ -280,13 +274,7 @@ def _generate_flow(
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     use_cfg = not student and cfg > 1
     uncond = model.encode_prompt([""]) if use_cfg else None
-    total = steps * ((len(prompts) + batch_size - 1) // batch_size)
-    done = [0]
-
-    def tick(i, z):
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], total)
+    tick = _step_counter(steps * _num_chunks(len(prompts), batch_size), progress)
 
     videos, evals = [], 0
     start = time.perf_counter()
@@ -345,6 +333,22 @@ def _generate_flow(
         "motion_timesteps": [],
     }
     return Generation(torch.cat(videos), prompts, seconds, evals, ts, settings)
+
+
+def _num_chunks(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+def _step_counter(total: int, progress: Callable[[int, int], None] | None):
+    """A sampler callback `(i, z)` that reports (steps done, total) to `progress` after every step."""
+    done = [0]
+
+    def tick(i, z):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    return tick
 
 
 def safe_filename(prompt: str, max_len: int = 180) -> str:
