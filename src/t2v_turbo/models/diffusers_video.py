@@ -123,13 +123,28 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
             t = t.expand(z_t.shape[0])
         if w_emb is not None and self.w_embedding_dim is None:
             raise ValueError("this backbone has no guidance embedding (a teacher); pass w_emb=None")
+        added = self.added_cond_kwargs(cond, z_t.shape[0])
         if type(self.unet).__name__ == "UNetMotionModel" and cond.shape[0] == z_t.shape[0]:
             # UNetMotionModel runs its spatial layers per frame and expects (B * T, L, D) conditioning
             # (AnimateDiff pipelines repeat it themselves): frame-major within each video
             cond = cond.repeat_interleave(z_t.shape[2], dim=0)
         # (B, c, T, h, w) -> (B, c, T, h, w)
         x = self.unet_input(z_t)
-        return self.unet(x, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False)[0]
+        extra = {} if added is None else {"added_cond_kwargs": added}  # UNet3DConditionModel has no such input
+        return self.unet(x, t, encoder_hidden_states=cond, timestep_cond=w_emb, return_dict=False, **extra)[0]
+
+    def added_cond_kwargs(self, cond: Tensor, batch: int) -> dict | None:
+        """SDXL-style pooled text for a UNet built with `addition_embed_type="text_time"`: the mean of the
+        (B, L, D) text states as `text_embeds` and the native fps as the one `time_ids` entry, which the
+        UNet embeds and adds to its timestep embedding (a global path for the prompt next to
+        cross-attention). None for every other UNet."""
+        if getattr(self.unet.config, "addition_embed_type", None) != "text_time":
+            return None
+        pooled = cond.mean(dim=1)
+        if pooled.shape[0] != batch:
+            pooled = pooled.expand(batch, -1)
+        fps = torch.full((batch, 1), float(self.native_fps), device=cond.device, dtype=cond.dtype)
+        return {"text_embeds": pooled, "time_ids": fps}
 
     def unet_input(self, z_t: Tensor) -> Tensor:
         """The UNet's input for latents z_t (B, c, T, h, w): z_t itself (subclasses may append channels)."""

@@ -105,6 +105,8 @@ class MovingDigitsBackbone(DiffusersVideoBackbone):
                     f"position_channels needs a UNet with in_channels = out_channels + {NUM_POSITION_CHANNELS}, "
                     f"got in_channels={c_in}, out_channels={c_out}"
                 )
+        if frame_tokens and getattr(unet.config, "addition_embed_type", None) == "text_time":
+            raise ConfigError("frame_tokens and a pooled-text UNet (addition_embed_type='text_time') do not combine")
         self.frame_tokens = bool(frame_tokens)
         self.position_channels = bool(position_channels)
 

@@ -138,6 +138,7 @@ def load_text_encoder(path: str | Path | None = None):
 
 # ------------------------------------------------------------------------------------------ teacher UNet
 UNET_CHANNELS = (32, 64, 64)
+POOLED_FPS_DIM = 8  # sinusoidal width of the fps entry of a pooled-text UNet's added embedding
 
 
 def build_unet(
@@ -147,6 +148,7 @@ def build_unet(
     time_cond_proj_dim: int | None = None,
     num_frames: int = 8,
     position_channels: bool = False,
+    pooled_text: bool = False,
 ):
     """A fresh AnimateDiff-style `UNetMotionModel` for 4x8x8x8 latents.
 
@@ -156,7 +158,19 @@ def build_unet(
     latent part of `conv_in` is the plain model's (same seed, same scale) and the position part a
     default-initialised Conv2d(12, C, 3) of its own (diffusers' recipe for widening `conv_in`, with
     `register_to_config(in_channels=...)`), so adding positions does not shrink the latent weights.
+    `pooled_text`: SDXL's `addition_embed_type="text_time"`: the pooled prompt (and the fps) embedded
+    and added to the timestep embedding, which scales and shifts every ResNet
+    (`DiffusersVideoBackbone.added_cond_kwargs` feeds it).
     """
+    pooled = (
+        {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": POOLED_FPS_DIM,
+            "projection_class_embeddings_input_dim": cross_attention_dim + POOLED_FPS_DIM,
+        }
+        if pooled_text
+        else {}
+    )
     from diffusers import UNetMotionModel
 
     from .backbone import NUM_POSITION_CHANNELS
@@ -179,6 +193,7 @@ def build_unet(
             motion_max_seq_length=max(num_frames, 8),
             use_motion_mid_block=True,
             time_cond_proj_dim=time_cond_proj_dim,
+            **pooled,
         )
     if position_channels:
         with torch.random.fork_rng(devices=[]):

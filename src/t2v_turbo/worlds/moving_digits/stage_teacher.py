@@ -74,6 +74,8 @@ def train_teacher(
     frame_tokens: bool = False,
     position_channels: bool = True,
     glyph_weight: float | None = None,
+    pooled_text: bool = False,
+    text_encoder_dir: str | Path | None = None,
 ) -> dict:
     """Train the teacher on the scaled-linear schedule, with classifier-free guidance learned through
     `cond_dropout` empty prompts; write `out_dir/teacher/` (a UNet folder holding the EMA weights)
@@ -119,6 +121,10 @@ def train_teacher(
             1 + (glyph_weight - 1) x (the fraction of its 4x4 pixel patch inside the 12x12 glyph box),
             `glyph_box_weights`; the glyph box is ~14 % of a frame, so with plain MSE the shape of the
             digit (the only thing the digit word decides) is a small part of the loss.
+        pooled_text: a UNet with SDXL's pooled-text path (`build_unet(pooled_text=True)`): the mean
+            text state is also added to the timestep embedding, a global route for the digit word.
+        text_encoder_dir: read the frozen text tower from this folder instead of `out_dir/text_encoder`
+            (e.g. `out_dir/reward_video/text_encoder`, the contrastively trained one).
 
     Returns:
         dict with steps, seconds, final loss and the intermediate evaluations.
@@ -135,7 +141,7 @@ def train_teacher(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 505])
     gen = torch.Generator().manual_seed(seed)
-    unet = md_models.build_unet(seed=seed, position_channels=position_channels)
+    unet = md_models.build_unet(seed=seed, position_channels=position_channels, pooled_text=pooled_text)
     if init_from is not None:
         from diffusers import UNetMotionModel
 
@@ -143,7 +149,7 @@ def train_teacher(
     backbone = md_models.build_backbone(
         unet,
         md_models.load_vae(out),
-        md_models.load_text_encoder(out),
+        md_models.load_text_encoder(out) if text_encoder_dir is None else _load_text_tower(text_encoder_dir),
         md_models.load_tokenizer(out),
         NoiseSchedule.make(beta_end=beta_end, prediction_type=prediction_type),
         frame_tokens=frame_tokens,
@@ -218,6 +224,12 @@ def train_teacher(
     }
     write_log(out / "logs", "teacher.json", info)
     return info
+
+
+def _load_text_tower(path: str | Path):
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel.from_pretrained(path, torch_dtype=torch.float32).eval()
 
 
 def _save_teacher(backbone, unet, ema, out: Path) -> None:
