@@ -20,42 +20,61 @@ CLAIMS_DOC = """The paper's claims, in miniature, as the world's goals (issue 17
 TEACHER_GOALS = {"judge/digit_correct": 0.70, "judge/all_correct": 0.60, "judge/color_correct": 0.95, "judge/direction_correct": 0.95}
 
 
-def _run(results: dict, model: str, steps: int) -> dict | None:
+FM_CLAIMS_DOC = """The same claims for the flow-matching family (issue 19):
+1. FM-T2V-Turbo at 4 steps at least matches the 50-step FM teacher on all correct;
+2. it clearly beats FM-VCM at 4 steps (all correct, +0.15 or more);
+3. it is at least 15x faster per video than the FM teacher."""
+
+# family -> (teacher, VCM, T2V-Turbo) labels in the results and asset folders under the world root
+FAMILIES = {
+    "unet": {"teacher": "teacher", "vcm": "vcm", "turbo": "turbo"},
+    "fm": {"teacher": "fm-teacher", "vcm": "fm-vcm", "turbo": "fm-turbo"},
+}
+
+
+def _run(results: dict, model: str, steps: int | None) -> dict | None:
     for r in results["runs"]:
-        if r["model"] == model and r["steps"] == steps:
+        if r["model"] == model and (steps is None or r["steps"] == steps):
             return r
     return None
 
 
-def check_claims(results: dict, alignment: str = "judge/all_correct") -> list[dict]:
-    """The world's goals (`CLAIMS_DOC`) as (claim, measured numbers, holds) from an eval results dict."""
-    turbo, turbo1, vcm = _run(results, "turbo", 4), _run(results, "turbo", 1), _run(results, "vcm", 4)
-    teacher = next((r for r in results["runs"] if r["model"] == "teacher"), None)
+def check_claims(results: dict, alignment: str = "judge/all_correct", family: str = "unet") -> list[dict]:
+    """The world's goals as (claim, measured numbers, holds) from an eval results dict: `CLAIMS_DOC`
+    for the UNet family, `FM_CLAIMS_DOC` for the flow-matching one (`family="fm"`)."""
+    names = FAMILIES[family]
+    turbo, turbo1 = _run(results, names["turbo"], 4), _run(results, names["turbo"], 1)
+    vcm, teacher = _run(results, names["vcm"], 4), _run(results, names["teacher"], None)
     if not (turbo and vcm and teacher):
         return []
+    tag = "" if family == "unet" else "FM-"
 
     def m(run, key=alignment):
         return run["metrics"][key]["mean"]
 
     speed = teacher["seconds_per_video"] / turbo["seconds_per_video"]
-    claims = [
+    claims = []
+    if family == "unet":
+        claims.append(
+            {
+                "claim": "teacher DDIM-50: digit >= 0.70, all correct >= 0.60, colour and direction >= 0.95",
+                "measured": ", ".join(f"{k.split('/')[1]} {m(teacher, k):.3f}" for k in TEACHER_GOALS),
+                "holds": all(m(teacher, k) >= v for k, v in TEACHER_GOALS.items()),
+            }
+        )
+    claims += [
         {
-            "claim": "teacher DDIM-50: digit >= 0.70, all correct >= 0.60, colour and direction >= 0.95",
-            "measured": ", ".join(f"{k.split('/')[1]} {m(teacher, k):.3f}" for k in TEACHER_GOALS),
-            "holds": all(m(teacher, k) >= v for k, v in TEACHER_GOALS.items()),
-        },
-        {
-            "claim": "T2V-Turbo 4 steps >= teacher DDIM-50 (all correct)",
+            "claim": f"{tag}T2V-Turbo 4 steps >= {tag}teacher 50 steps (all correct)",
             "measured": f"{m(turbo):.3f} vs {m(teacher):.3f}",
             "holds": m(turbo) >= m(teacher),
         },
         {
-            "claim": "T2V-Turbo 4 steps clearly beats VCM 4 steps (all correct, +0.15 or more)",
+            "claim": f"{tag}T2V-Turbo 4 steps clearly beats {tag}VCM 4 steps (all correct, +0.15 or more)",
             "measured": f"{m(turbo):.3f} vs {m(vcm):.3f}",
             "holds": m(turbo) >= m(vcm) + 0.15,
         },
     ]
-    if turbo1 is not None:
+    if turbo1 is not None and family == "unet":
         claims.append(
             {
                 "claim": "T2V-Turbo 1 step within 0.05 of the teacher DDIM-50 or better (all correct)",
@@ -65,7 +84,7 @@ def check_claims(results: dict, alignment: str = "judge/all_correct") -> list[di
         )
     claims.append(
         {
-            "claim": "T2V-Turbo 4 steps >= 15x faster per video than the teacher",
+            "claim": f"{tag}T2V-Turbo 4 steps >= 15x faster per video than the {tag}teacher",
             "measured": f"{speed:.1f}x ({turbo['seconds_per_video'] * 1000:.1f} ms vs {teacher['seconds_per_video'] * 1000:.1f} ms)",
             "holds": speed >= 15,
         }
@@ -74,9 +93,48 @@ def check_claims(results: dict, alignment: str = "judge/all_correct") -> list[di
 
 
 def claims_lines(results: dict) -> list[str]:
-    """`CLAIMS_DOC` and one "holds / FAILS" line per claim, as written under the table."""
-    lines = [CLAIMS_DOC, ""]
-    return lines + [f"- {'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}" for c in results["claims"]]
+    """The claims docs and one "holds / FAILS" line per claim, as written under the table."""
+    lines = []
+    for family, doc in (("unet", CLAIMS_DOC), ("fm", FM_CLAIMS_DOC)):
+        claims = [c for c in results["claims"] if c.get("family", "unet") == family]
+        if claims:
+            lines += [doc, ""] + [f"- {'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}" for c in claims]
+            lines.append("")
+    return lines
+
+
+def family_folders(root: Path, family: str) -> dict[str, Path]:
+    """label -> asset folder of a family's three models under a world root ("fm-vcm" -> root/fm_vcm)."""
+    return {label: root / label.replace("-", "_") for label in FAMILIES[family].values()}
+
+
+def load_family(root: Path, family: str, shipped: bool) -> dict:
+    """label -> backbone for a family's teacher, VCM and T2V-Turbo (shipped: through the model registry).
+
+    Raises:
+        InputError: a folder is missing (one line naming it and the build command).
+    """
+    from ...models.registry import load_backbone
+
+    models = {}
+    for label, folder in family_folders(root, family).items():
+        if not folder.is_dir():
+            flag = "" if family == "unet" else " --family fm"
+            raise InputError(f"{folder} is missing: build the world first (`t2v-turbo world build{flag}`)")
+        models[label] = load_backbone(label) if shipped else load_backbone(folder)
+    return models
+
+
+def sheet_rows(models: dict, family: str) -> list[tuple[str, object, int]]:
+    """The contact sheet's rows of one family: teacher 50 steps, VCM 4, T2V-Turbo 4 and 1."""
+    n = FAMILIES[family]
+    tag = "" if family == "unet" else "FM-"
+    return [
+        (f"{tag}teacher, 50 steps", models[n["teacher"]], 50),
+        (f"{tag}VCM, 4 steps", models[n["vcm"]], 4),
+        (f"{tag}T2V-Turbo, 4 steps", models[n["turbo"]], 4),
+        (f"{tag}T2V-Turbo, 1 step", models[n["turbo"]], 1),
+    ]
 
 
 def results_table(
@@ -85,23 +143,31 @@ def results_table(
     num_prompts: int = 280,
     seeds: tuple[int, ...] = (0,),
     batch_size: int = 70,
+    families: tuple[str, ...] | None = None,
+    sheets: bool = True,
 ) -> dict:
     """Generate every model x step count on the canonical prompts, judge and score them, and write
-    results.json, results.md and score_vs_steps.png to `out_dir`. Returns the results with "claims"."""
+    results.json, results.md, score_vs_steps.png and one contact sheet per family
+    (contact_sheet.png, contact_sheet_fm.png) to `out_dir`. Returns the results with "claims".
+
+    `families`: "unet" and/or "fm" (default: "unet", plus "fm" when the world has its folders).
+    """
     from ...evaluation.report import markdown_table, write_report
     from ...evaluation.runner import Scorers, evaluate
     from ...evaluation.specs import build_scorer
-    from ...models.registry import load_backbone
+    from .contact_sheet import contact_sheet
     from .dataset import prompt_subset
     from .judge import get_judge
     from .models import ASSETS_DIR
 
     root = Path(world) if world else ASSETS_DIR
-    models = {}
-    for name in ("teacher", "vcm", "turbo"):
-        if not (root / name / "unet").exists():
-            raise InputError(f"{root / name} is missing: build the world first (`t2v-turbo world build`)")
-        models[name] = load_backbone(root / name) if world else load_backbone(name)
+    if families is None:
+        families = ("unet",) + (("fm",) if all(f.is_dir() for f in family_folders(root, "fm").values()) else ())
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InputError(f"unknown families {unknown}; valid: {list(FAMILIES)}")
+    per_family = {f: load_family(root, f, shipped=world is None) for f in families}
+    models = {label: m for fam in per_family.values() for label, m in fam.items()}
     scorers = Scorers(judge=get_judge())
     for name, folder in (("md-image", "reward_image"), ("md-video", "reward_video")):
         scorers.rewards[name] = build_scorer(f"{name}:path={root / folder}")
@@ -118,14 +184,18 @@ def results_table(
         scorers=scorers,
         batch_size=batch_size,
     )
-    results["claims"] = check_claims(results)
+    results["claims"] = [dict(c, family=f) for f in families for c in check_claims(results, family=f)]
     results["seconds"] = time.time() - t0
     out = Path(out_dir)
     write_report(results, out)
     md = (out / "results.md").read_text()
     lines = [md.rstrip(), "", *claims_lines(results)]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    if sheets:
+        for f, fam in per_family.items():
+            name = "contact_sheet.png" if f == "unet" else f"contact_sheet_{f}.png"
+            contact_sheet(sheet_rows(fam, f), out / name, judge=get_judge())
     print(markdown_table(results))
     for c in results["claims"]:
         print(f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}")
@@ -151,6 +221,12 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--out-dir", default="docs/moving_digits")
     t.add_argument("--prompts", type=int, default=280, help="number of canonical prompts (280 = all)")
     t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    t.add_argument("--families", default=None, help="unet, fm or unet,fm (default: unet, plus fm when built)")
+    t.add_argument("--no-sheets", action="store_true", help="skip the contact sheets")
+    c = sub.add_parser("sheet", help="only the contact sheet(s): 6 prompts, teacher-50 / VCM-4 / T2V-Turbo-4 and -1")
+    c.add_argument("--world", default=None, help="world folder (default: the shipped models)")
+    c.add_argument("--out-dir", default="docs/moving_digits")
+    c.add_argument("--families", default="unet", help="unet, fm or unet,fm")
     w = sub.add_parser(
         "sensitivity", help="how much a model's denoising loss depends on each word (colour, digit, direction)"
     )
@@ -158,7 +234,7 @@ def cli(argv: list[str]) -> int:
     w.add_argument("--model", default="teacher", help="UNet folder in the world: teacher, vcm or turbo")
     w.add_argument("--videos", type=int, default=28)
     w.add_argument("--timesteps", type=int, nargs="+", default=[950, 800, 600, 400, 200])
-    for sp in (t, w):
+    for sp in (t, w, c):
         sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(argv)
     if a.threads is not None and a.threads < 1:
@@ -194,7 +270,27 @@ def cli(argv: list[str]) -> int:
         report = build_world(out, stages, quick=a.quick, num_threads=a.threads, trainer=trainer)
         print(f"world built in {report['seconds']:.0f} s -> {report['out_dir']}")
         return 0
-    results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds))
+    fam_arg = getattr(a, "families", None)
+    families = None if fam_arg is None else tuple(f.strip() for f in fam_arg.split(",") if f.strip())
+    if a.cmd == "sheet":
+        return _sheets(a.world, a.out_dir, families)
+    results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds), families=families, sheets=not a.no_sheets)
+    return 0
+
+
+def _sheets(world: str | None, out_dir: str, families: tuple[str, ...]) -> int:
+    from .contact_sheet import contact_sheet
+    from .judge import get_judge
+    from .models import ASSETS_DIR
+
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InputError(f"unknown families {unknown}; valid: {list(FAMILIES)}")
+    root = Path(world) if world else ASSETS_DIR
+    for f in families:
+        name = "contact_sheet.png" if f == "unet" else f"contact_sheet_{f}.png"
+        fam = load_family(root, f, shipped=world is None)
+        print(contact_sheet(sheet_rows(fam, f), Path(out_dir) / name, judge=get_judge()))
     return 0
 
 
