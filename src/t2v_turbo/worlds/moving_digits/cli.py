@@ -212,7 +212,19 @@ def cli(argv: list[str]) -> int:
     )
     b.add_argument("--out", default="world", help="world folder to write (the shipped assets are never overwritten unless --in-place)")
     b.add_argument("--in-place", action="store_true", help="write into the installed package's shipped assets folder")
-    b.add_argument("--stages", default="vae,text_and_rewards,teacher,students")
+    b.add_argument(
+        "--family",
+        choices=["unet", "fm"],
+        default="unet",
+        help="unet: the UNetMotionModel family; fm: the flow-matching (Wan transformer) family on the same "
+        "VAE, text tower and rewards (taken from the shipped world when --out lacks them)",
+    )
+    b.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages (default: the family's, unet: vae,text_and_rewards,teacher,students; "
+        "fm: fm_teacher,fm_students)",
+    )
     b.add_argument("--quick", action="store_true", help="a seconds-long smoke build (useless weights)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a busy machine)")
     b.add_argument("--student-steps", type=int, default=None, help="override the students' train.max_steps")
@@ -248,13 +260,14 @@ def cli(argv: list[str]) -> int:
     if a.cmd == "sensitivity":
         return _sensitivity(a)
     if a.cmd == "build":
-        from .build import STAGES, build_world
+        from .build import FAMILIES, build_world
         from .students import distill_student
 
-        stages = [s.strip() for s in a.stages.split(",") if s.strip()]
-        bad = [s for s in stages if s not in STAGES]
+        valid = FAMILIES[a.family]
+        stages = [s.strip() for s in (a.stages or ",".join(valid)).split(",") if s.strip()]
+        bad = [s for s in stages if s not in valid]
         if bad:
-            raise InputError(f"unknown stages {bad}; valid: {list(STAGES)}")
+            raise InputError(f"unknown stages {bad} for --family {a.family}; valid: {list(valid)}")
         if a.quick and a.in_place:
             raise InputError("--quick with --in-place would overwrite the shipped weights with useless ones")
         out = None if a.in_place else a.out

@@ -1,6 +1,6 @@
 """The MovingDigits world as a plugin: `register()` adds what the world brings to the public
 registries, exactly as a third-party model family would: its shipped models ("turbo", "vcm",
-"teacher"), its data source ("moving-digits"), its rewards ("md-image", "md-video"), its prompt set
+"teacher"; the flow-matching family "fm-teacher", "fm-vcm", "fm-turbo"), its data source ("moving-digits"), its rewards ("md-image", "md-video"), its prompt set
 and judge (for `t2v-turbo eval`) and the `world` command. Declared in pyproject.toml under the
 `t2v_turbo.plugins` entry-point group; nothing in the core library imports this package.
 """
@@ -27,6 +27,36 @@ def _shipped_model(name: str):
 
     factory.__doc__ = f"the shipped MovingDigits {name} (8x32x32, CPU)"
     return factory
+
+
+FM_MODELS = {"fm-teacher": "fm_teacher", "fm-vcm": "fm_vcm", "fm-turbo": "fm_turbo"}  # name -> assets folder
+
+
+def _shipped_fm_model(name: str):
+    def factory(**kw):
+        from ...errors import CheckpointError
+        from .fm_backbone import MovingDigitsWanBackbone
+        from .models import ASSETS_DIR
+
+        path = ASSETS_DIR / FM_MODELS[name]
+        if not (path / "transformer").is_dir():
+            raise CheckpointError(
+                f"the shipped MovingDigits model {name!r} is missing from {path}; rebuild it with "
+                "`t2v-turbo world build --family fm`"
+            )
+        kw.setdefault("base", ASSETS_DIR)
+        model = MovingDigitsWanBackbone.from_pretrained(path, **kw)
+        model.vocabulary = vocabulary()
+        return model
+
+    factory.__doc__ = f"the shipped MovingDigits flow-matching {name[3:]} (Wan transformer, 8x32x32, CPU)"
+    return factory
+
+
+def _load_fm_backbone(path, **kw):
+    from .fm_backbone import MovingDigitsWanBackbone
+
+    return MovingDigitsWanBackbone.from_pretrained(path, **kw)
 
 
 def vocabulary() -> frozenset[str]:
@@ -96,6 +126,14 @@ def register() -> None:
     )
     for name in SHIPPED_MODELS:
         MODELS.register(name, _shipped_model(name), replace=True)
+    BACKBONES.register(
+        "moving-digits-fm",
+        _load_fm_backbone,
+        help="MovingDigits flow-matching folders (Wan transformer on the world's VAE and CLIP text)",
+        replace=True,
+    )
+    for name in FM_MODELS:
+        MODELS.register(name, _shipped_fm_model(name), replace=True)
     DATA_SOURCES.register(
         "moving-digits",
         DataSource(_data_source, endless=True, shuffle=False, needs_path=False),

@@ -63,8 +63,11 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
 
     Args:
         out_dir: the world folder (vae/, text_encoder/, tokenizer/, teacher/, reward_image/, reward_video/).
-        name: "turbo" or "vcm".
-        recipe: {"rewards": [...]} (see `student_recipe`).
+        name: "turbo" or "vcm" (or another family's student, e.g. "fm_turbo").
+        recipe: {"rewards": [...]} (see `student_recipe`); optionally "preset" (default "moving-digits"),
+            "teacher" (the teacher's folder in `out_dir`, default "teacher") and "keep" (what of the exported
+            student folder to copy, default ["unet"]; missing entries are skipped), as another family's
+            recipe sets them (`stage_fm.fm_student_recipe`).
         overrides: extra dotted config overrides (e.g. {"train.max_steps": 1200}).
     Returns:
         {"steps", "seconds", "run_dir"}.
@@ -72,12 +75,14 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
     from ...train import train
 
     out = Path(out_dir)
+    preset = recipe.get("preset", PRESET)
+    keep = list(recipe.get("keep", ["unet"]))
     rewards = [dict(r, path=str(out / REWARD_FOLDERS[r["name"]])) for r in recipe.get("rewards", [])]
     run_dir = out / "runs" / name
     cfg = {
         "name": f"md-{name}",
         "output_dir": str(run_dir),
-        "model.teacher": str(out / "teacher"),
+        "model.teacher": str(out / recipe.get("teacher", "teacher")),
         "rewards": rewards,
         **(overrides or {}),
     }
@@ -86,17 +91,24 @@ def distill_student(out_dir: str | Path, name: str, recipe: dict, overrides: dic
     if any(run_dir.glob("checkpoints/*")):
         cfg["train.resume"] = "latest"
     t0 = time.time()
-    result = train(PRESET, cfg)
+    result = train(preset, cfg)
     if result.student_dir is None:
         raise RuntimeError(f"training {name} produced no student (see {run_dir})")
     dest = out / name
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    shutil.copytree(Path(result.student_dir) / "unet", dest / "unet")
+    for entry in keep:
+        src = Path(result.student_dir) / entry
+        if src.is_dir():
+            shutil.copytree(src, dest / entry)
+        elif src.is_file():
+            shutil.copy2(src, dest / entry)
+        elif entry == keep[0]:  # the network itself must be there
+            raise RuntimeError(f"training {name} exported no {entry} (see {result.student_dir})")
     meta_src = Path(result.student_dir) / "t2v_turbo.json"
     meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
-    meta["trained_with"] = {"preset": PRESET, "rewards": recipe.get("rewards", []), "steps": result.step}
+    meta["trained_with"] = {"preset": preset, "rewards": recipe.get("rewards", []), "steps": result.step}
     (dest / "t2v_turbo.json").write_text(json.dumps(meta, indent=2))
     return {"steps": result.step, "seconds": time.time() - t0, "run_dir": str(run_dir)}
 
