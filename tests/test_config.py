@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_presets_ship_with_the_package_and_top_level_links_point_there():
-    assert list_presets() == ["moving-digits", "ms-lora", "vc2-lora", "wan-lora"]
+    assert list_presets() == ["moving-digits", "moving-digits-fm", "ms-lora", "vc2-lora", "wan-lora"]
     for name in list_presets():
         text = (PRESET_DIR / f"{name}.yaml").read_text()
         assert text.startswith("# ") and "Run:" in text and "Hardware:" in text
