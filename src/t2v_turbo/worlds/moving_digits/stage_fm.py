@@ -191,7 +191,8 @@ def train_fm_teacher(
     docstring). "uniform" (then shifted) is kept as an option.
 
     Measured (this 2-core machine under a load of ~4.5, 1 thread, batch 8, the whole loop with the VAE
-    encode): 0.48-0.52 s/step at the default size, i.e. ~25 min for 3000 steps plus ~20 s per judge check.
+    encode): 0.48-0.52 s/step at the default size, i.e. ~25 min for 3000 steps, plus ~45 s per judge check
+    (56 prompts, Euler 25 + CFG).
     200-step probes (held-out velocity MSE at s = 0.3 / 0.6 / 0.8 / 0.9 / 0.95 on 64 clips):
         patch (1, 2, 2), hidden 128, 6 layers, lr 5e-4, 200 steps (96 s): 0.851 0.675 0.802 0.873 0.850
         patch (1, 1, 1), hidden 64, 4 layers, lr 5e-4, 175 steps (96 s):  1.012 0.859 0.930 0.901 0.870
