@@ -47,6 +47,7 @@ from ...models.wan import WanBackbone
 from ...models.wan_io import GUIDANCE_FILE, attach_guidance, guidance_proj_of
 
 FAMILY = "moving-digits-fm"
+FM_TEXT_ENCODER = "fm_text_encoder"  # the FM family's frozen text tower (md-video's, contrastively trained)
 DEFAULT_SHIFT = 1.0  # see stage_fm.FLOW_SHIFT_NOTE (measured on the world's latents)
 
 # The world transformer's size. Measured on this machine's busy CPU, 1 thread, batch 8, fwd + bwd + AdamW
@@ -108,6 +109,8 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         resolution: (T, H, W) in pixels (the world's (8, 32, 32)); any T (temporal factor 1).
         fixed_w: option (b) students: the w they were distilled at.
         vae_chunk: frames per VAE call.
+        text_encoder_dir: the text tower's folder under the world root (recorded in t2v_turbo.json):
+            "text_encoder" (the UNet family's) or `FM_TEXT_ENCODER`.
     """
 
     family = FAMILY
@@ -125,6 +128,7 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         scheduler=None,
         fixed_w: float | None = None,
         vae_chunk: int = 64,
+        text_encoder_dir: str = "text_encoder",
     ):
         nn.Module.__init__(self)  # not WanBackbone.__init__: it reads AutoencoderKLWan's latents_mean / std
         self.unet, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
@@ -134,6 +138,7 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         self.scheduler = scheduler
         self.fixed_w = fixed_w
         self.vae_chunk = int(vae_chunk)
+        self.text_encoder_dir = str(text_encoder_dir)
         ml = getattr(tokenizer, "model_max_length", 77)
         self.max_sequence_length = int(ml if ml and ml < 10_000 else 77)
         t, h, w = (int(x) for x in resolution)
@@ -217,11 +222,12 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
             self.scheduler,
             fixed_w=fixed_w if w_embedding_dim is None else None,
             vae_chunk=self.vae_chunk,
+            text_encoder_dir=self.text_encoder_dir,
         )
 
     # ------------------------------------------------------------------ persistence
     def t2v_turbo_metadata(self) -> dict:
-        return super().t2v_turbo_metadata() | {"vae_chunk": self.vae_chunk}
+        return super().t2v_turbo_metadata() | {"vae_chunk": self.vae_chunk, "text_encoder_dir": self.text_encoder_dir}
 
     def save_pretrained(
         self,
@@ -285,7 +291,8 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         one-line `CheckpointError` naming it).
 
         Args:
-            base: the world root holding vae/, text_encoder/ and tokenizer/ (default: `path` itself).
+            base: the world root holding vae/, the text tower (t2v_turbo.json's `text_encoder_dir`,
+                default text_encoder/) and tokenizer/ (default: `path` itself).
             torch_dtype: the transformer's dtype (fp16-stored weights load as float32 by default).
             transformer_path: a transformer folder to use instead of `path/transformer`.
         """
@@ -299,11 +306,14 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         if not path.is_dir():
             raise CheckpointError(f"{FAMILY} model folder not found: {path}")
         root = Path(base) if base is not None else path
+        # a self-contained folder (save_text=True) holds its own tower in text_encoder/; in a world root the
+        # tower's folder is the one recorded at save time
+        text_dir = "text_encoder" if base is None else str(read_metadata(path).get("text_encoder_dir", "text_encoder"))
         tdir = Path(transformer_path) if transformer_path else path / "transformer"
         for what, need in (
             ("transformer", tdir),
             ("vae", root / "vae"),
-            ("text_encoder", root / "text_encoder"),
+            ("text_encoder", root / text_dir),
             ("tokenizer", root / "tokenizer"),
         ):
             if not need.is_dir():
@@ -317,8 +327,8 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         ).eval()
         text_encoder = _load_part(
             "text encoder",
-            root / "text_encoder",
-            lambda: CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=torch.float32),
+            root / text_dir,
+            lambda: CLIPTextModel.from_pretrained(root / text_dir, torch_dtype=torch.float32),
         ).eval()
         tokenizer = _load_part(
             "tokenizer", root / "tokenizer", lambda: AutoTokenizer.from_pretrained(root / "tokenizer")
@@ -350,16 +360,20 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
             scheduler=scheduler,
             fixed_w=meta.get("fixed_w"),
             vae_chunk=meta.get("vae_chunk", 64),
+            text_encoder_dir=text_dir,
         )
 
 
 def build_fm_backbone(
-    root: str | Path, seed: int = 0, shift: float = DEFAULT_SHIFT, **sizes
+    root: str | Path, seed: int = 0, shift: float = DEFAULT_SHIFT, text_encoder_dir: str = "text_encoder", **sizes
 ) -> MovingDigitsWanBackbone:
-    """A fresh (seeded) FM teacher on the world folder `root`'s VAE, text tower and tokenizer."""
+    """A fresh (seeded) FM teacher on the world folder `root`'s VAE, text tower (`text_encoder_dir`)
+    and tokenizer."""
+    from transformers import CLIPTextModel
+
     from . import models as md_models
 
-    text_encoder = md_models.load_text_encoder(root)
+    text_encoder = CLIPTextModel.from_pretrained(Path(root) / text_encoder_dir, torch_dtype=torch.float32).eval()
     transformer = build_transformer(seed, text_dim=int(text_encoder.config.hidden_size), **sizes)
     return MovingDigitsWanBackbone(
         transformer,
@@ -367,4 +381,5 @@ def build_fm_backbone(
         text_encoder,
         md_models.load_tokenizer(root),
         FlowSchedule(shift=shift),
+        text_encoder_dir=text_encoder_dir,
     )

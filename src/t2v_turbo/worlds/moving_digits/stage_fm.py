@@ -171,6 +171,7 @@ def train_fm_teacher(
     init_from: str | Path | None = None,
     storage_dtype: torch.dtype | None = torch.float16,
     transformer: dict | None = None,
+    text_encoder: str = "video-reward",
 ) -> dict:
     """Train the FM teacher (a `MovingDigitsWanBackbone`) by rectified flow, with classifier-free guidance
     learned through `cond_dropout` empty prompts; write `out_dir/fm_teacher/` (the EMA weights) and
@@ -218,6 +219,10 @@ def train_fm_teacher(
         init_from: continue from a saved FM teacher folder (its transformer weights).
         storage_dtype: dtype of the saved transformer (fp16: the shipped format; None keeps float32).
         transformer: sizes overriding `fm_backbone.FM_TRANSFORMER` (patch_size, num_layers, ...).
+        text_encoder: the frozen text tower: "video-reward" (default: md-video's contrastively trained
+            tower, exported to `fm_text_encoder/` by `fm_text_tower`; it tells the digits apart, pooled
+            cosine 0.75 between captions that differ only in the digit against 0.98 for the random tower)
+            or "random" (the UNet family's `text_encoder/`).
 
     Returns:
         dict: steps, seconds, seconds_per_step, final loss, transformer parameters, the recipe, the checks.
@@ -242,7 +247,10 @@ def train_fm_teacher(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 606])
     gen = torch.Generator().manual_seed(seed)
-    backbone = build_fm_backbone(out, seed=seed, shift=shift, **(transformer or {}))
+    if text_encoder not in ("video-reward", "random"):
+        raise ConfigError(f"unknown text_encoder {text_encoder!r}; valid: ['video-reward', 'random']")
+    text_dir = fm_text_tower(out) if text_encoder == "video-reward" else "text_encoder"
+    backbone = build_fm_backbone(out, seed=seed, shift=shift, text_encoder_dir=text_dir, **(transformer or {}))
     net = backbone.unet
     if init_from is not None:
         from .fm_backbone import MovingDigitsWanBackbone
@@ -324,6 +332,22 @@ def _eval_ema(backbone, net, ema, prompts: list[str], num_steps: int, cfg_scale:
     finally:
         backbone.unet = net
     return {k: v for k, v in res.items() if isinstance(v, float)}
+
+
+def fm_text_tower(out: Path) -> str:
+    """Export md-video's text tower (reward_video/text_encoder, its projection dropped) as the plain
+    CLIPTextModel `out/fm_text_encoder/` unless it exists; returns the folder name."""
+    from transformers import CLIPTextModel
+
+    from .fm_backbone import FM_TEXT_ENCODER
+
+    dest = out / FM_TEXT_ENCODER
+    if not dest.is_dir():
+        src = out / "reward_video" / "text_encoder"
+        if not src.is_dir():
+            shared_components(out, ("reward_video",))
+        CLIPTextModel.from_pretrained(src, torch_dtype=torch.float32).save_pretrained(dest)
+    return FM_TEXT_ENCODER
 
 
 # ------------------------------------------------------------------------------------ the FM students
