@@ -16,7 +16,7 @@ from ..models.registry import MODELS, load_backbone
 SCREENSHOT_PROMPT = "a red digit 3 moving left"
 
 
-DEFAULT_MODELS = ("turbo", "vcm", "teacher")
+DEFAULT_MODELS = ("turbo", "vcm", "teacher", "fm-turbo", "fm-vcm", "fm-teacher")  # UNet family, then flow matching
 
 
 def shipped_available(names=DEFAULT_MODELS) -> list[str]:
