@@ -253,3 +253,29 @@ def test_quick_fm_build_writes_a_loadable_family(tmp_path, capsys):
     meta = json.loads((tmp_path / "fm_turbo" / "t2v_turbo.json").read_text())
     assert meta["trained_with"]["preset"] == "moving-digits-fm" and len(meta["trained_with"]["rewards"]) == 2
     assert json.loads((tmp_path / "fm_vcm" / "t2v_turbo.json").read_text())["trained_with"]["rewards"] == []
+
+
+def test_text_tower_folder_is_recorded_and_read_from_the_world_root(teacher, tmp_path):
+    """An FM model saved in a world root with `text_encoder_dir="fm_text_encoder"` reads that tower (not the
+    UNet family's text_encoder/) when loaded with base= the root; a self-contained folder reads its own."""
+    import shutil
+
+    from t2v_turbo.worlds.moving_digits.fm_backbone import FM_TEXT_ENCODER
+    from t2v_turbo.worlds.moving_digits.stage_fm import fm_text_tower
+
+    root = tmp_path / "world"
+    for sub in ("vae", "tokenizer", "text_encoder", "reward_video"):
+        shutil.copytree(mdm.ASSETS_DIR / sub, root / sub)
+    assert fm_text_tower(root) == FM_TEXT_ENCODER
+    tower = mdm.load_text_encoder(root / "reward_video")  # md-video's tower (projection dropped)
+    fm = MovingDigitsWanBackbone(
+        teacher.unet, teacher.vae, tower, teacher.tokenizer, teacher.schedule, text_encoder_dir=FM_TEXT_ENCODER
+    )
+    fm.save_pretrained(root / "fm_teacher", save_text=False)
+    assert json.loads((root / "fm_teacher" / "t2v_turbo.json").read_text())["text_encoder_dir"] == FM_TEXT_ENCODER
+    back = MovingDigitsWanBackbone.from_pretrained(root / "fm_teacher", base=root)
+    assert back.text_encoder_dir == FM_TEXT_ENCODER
+    want = fm.encode_prompt(PROMPTS)
+    torch.testing.assert_close(back.encode_prompt(PROMPTS), want, rtol=0, atol=0)
+    assert not torch.allclose(teacher.encode_prompt(PROMPTS), want)  # the two towers differ
+    assert back.make_student(8).text_encoder_dir == FM_TEXT_ENCODER  # students keep it
