@@ -17,11 +17,12 @@ TEXT_ENCODERS = ("random", "video-reward")
 
 def train_text_and_rewards(
     out_dir: str | Path | None = None,
-    image_steps: int = 2500,
+    image_steps: int = 8000,
     video_steps: int = 1600,
     image_lr: float = 1e-3,
     video_lr: float = 2e-3,
     batch_size: int = 48,
+    image_hard_fraction: float = 0.8,
     kinds: Sequence[str] = ("video", "image"),
     text_encoder: str = "random",
     seed: int = 0,
@@ -34,7 +35,11 @@ def train_text_and_rewards(
 
     Args:
         out_dir: world folder (default: the shipped assets folder).
-        image_steps: contrastive steps of the image reward (one frame per video, `batch_size` videos).
+        image_steps: contrastive steps of the image reward (one frame per video, `batch_size` videos;
+            8000 with `image_hard_fraction` 0.8: digit top-1 on held-out glyphs 0.957, against 0.58 after
+            2500 steps at 0.5).
+        image_hard_fraction: share of the image reward's batches whose videos share one colour and one
+            direction (in-batch negatives differ only in the digit).
         video_steps: contrastive steps of the video reward.
         image_lr: peak learning rate of the image reward (a ViT: lower than the conv net's).
         video_lr: peak learning rate of the video reward.
@@ -68,8 +73,9 @@ def train_text_and_rewards(
         if kind not in kinds:
             continue
         reward = (build_video_reward if kind == "video" else build_image_reward)(tokenizer, seed=seed)
+        hard = {"hard_fraction": image_hard_fraction} if kind == "image" else {}
         info[f"{kind}_train"] = train_reward(
-            reward, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+            reward, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress, **hard
         )
         info[f"{kind}_accuracy"] = reward_accuracy(reward, seed=seed)
         reward.save_pretrained(out / f"reward_{kind}")
