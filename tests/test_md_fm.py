@@ -279,3 +279,32 @@ def test_text_tower_folder_is_recorded_and_read_from_the_world_root(teacher, tmp
     torch.testing.assert_close(back.encode_prompt(PROMPTS), want, rtol=0, atol=0)
     assert not torch.allclose(teacher.encode_prompt(PROMPTS), want)  # the two towers differ
     assert back.make_student(8).text_encoder_dir == FM_TEXT_ENCODER  # students keep it
+
+
+def test_position_channels_widen_a_teacher_without_changing_it(teacher, tmp_path):
+    """A teacher widened to position channels (zero weights for the new inputs) gives the same velocity;
+    the option is recorded, round-trips, and the channels make the output depend on absolute position."""
+    from t2v_turbo.worlds.moving_digits.backbone import NUM_POSITION_CHANNELS
+    from t2v_turbo.worlds.moving_digits.stage_fm import widen_patch_embedding
+
+    wide_t = build_transformer(5, position_channels=True, **TINY)
+    assert wide_t.config.in_channels == 4 + NUM_POSITION_CHANNELS and wide_t.config.out_channels == 4
+    wide_t.load_state_dict(widen_patch_embedding(teacher.unet.state_dict(), wide_t.state_dict()))
+    wide = MovingDigitsWanBackbone(
+        wide_t, teacher.vae, teacher.text_encoder, teacher.tokenizer, teacher.schedule, position_channels=True
+    ).eval()
+    z, t, c = _inputs(teacher)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.model_output(z, t, c), teacher.model_output(z, t, c), rtol=0, atol=1e-6)
+        wide.unet.patch_embedding.weight[:, 4:].normal_(0, 0.1)
+        v = wide.model_output(z, t, c)
+        # a clip shifted by one token column no longer gives the shifted velocity (absolute positions)
+        v_shift = wide.model_output(torch.roll(z, 2, dims=-1), t, c)
+        assert (torch.roll(v, 2, dims=-1) - v_shift)[..., 2:].abs().max() > 1e-3
+    wide.save_pretrained(tmp_path / "w", save_text=True)
+    back = MovingDigitsWanBackbone.from_pretrained(tmp_path / "w")
+    assert back.position_channels and back.make_student(8).position_channels
+    with torch.no_grad():
+        torch.testing.assert_close(back.model_output(z, t, c), v, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="in/out channels"):
+        MovingDigitsWanBackbone(teacher.unet, teacher.vae, teacher.text_encoder, teacher.tokenizer, position_channels=True)

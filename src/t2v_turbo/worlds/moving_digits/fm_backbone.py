@@ -45,6 +45,7 @@ from ...flow import FlowSchedule
 from ...models.base import FrameVAEMixin, read_metadata
 from ...models.wan import WanBackbone
 from ...models.wan_io import GUIDANCE_FILE, attach_guidance, guidance_proj_of
+from .backbone import NUM_POSITION_CHANNELS, video_position_channels
 
 FAMILY = "moving-digits-fm"
 FM_TEXT_ENCODER = "fm_text_encoder"  # the FM family's frozen text tower (md-video's, contrastively trained)
@@ -70,10 +71,16 @@ FM_TRANSFORMER = {
 }
 
 
-def build_transformer(seed: int = 0, text_dim: int = 64, latent_channels: int = 4, **sizes):
+def build_transformer(
+    seed: int = 0, text_dim: int = 64, latent_channels: int = 4, position_channels: bool = False, **sizes
+):
     """A fresh (seeded) `WanTransformer3DModel` for the world's latents, sizes `FM_TRANSFORMER` unless
     overridden (`patch_size`, `num_attention_heads`, `attention_head_dim`, `ffn_dim`, `num_layers`,
-    `freq_dim`); 3D RoPE, RMS q/k norm across heads and the cross-attention norm as Wan2.1."""
+    `freq_dim`); 3D RoPE, RMS q/k norm across heads and the cross-attention norm as Wan2.1.
+
+    `position_channels`: in_channels = latent channels + `NUM_POSITION_CHANNELS` (the fixed frame / row /
+    column channels the backbone concatenates, as Wan's image-to-video model concatenates its condition
+    channels); out_channels stay the latent channels."""
     from diffusers import WanTransformer3DModel
 
     cfg = {**FM_TRANSFORMER, **sizes}
@@ -83,7 +90,7 @@ def build_transformer(seed: int = 0, text_dim: int = 64, latent_channels: int = 
             patch_size=tuple(cfg["patch_size"]),
             num_attention_heads=cfg["num_attention_heads"],
             attention_head_dim=cfg["attention_head_dim"],
-            in_channels=latent_channels,
+            in_channels=latent_channels + (NUM_POSITION_CHANNELS if position_channels else 0),
             out_channels=latent_channels,
             text_dim=text_dim,
             freq_dim=cfg["freq_dim"],
@@ -111,6 +118,12 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         vae_chunk: frames per VAE call.
         text_encoder_dir: the text tower's folder under the world root (recorded in t2v_turbo.json):
             "text_encoder" (the UNet family's) or `FM_TEXT_ENCODER`.
+        position_channels: concatenate the UNet family's fixed (frame, row, column) Fourier channels
+            (`backbone.video_position_channels`) to the latents; the transformer then has
+            in_channels = latent channels + `NUM_POSITION_CHANNELS`. Wan's 3D RoPE is relative: attention
+            scores depend only on offsets between tokens, so without these the model is
+            translation-equivariant and cannot place "start on the right, end on the left" from pure
+            noise (the FM teacher without them: direction 0.16-0.25 at 500-1500 steps, chance 0.25).
     """
 
     family = FAMILY
@@ -129,6 +142,7 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         fixed_w: float | None = None,
         vae_chunk: int = 64,
         text_encoder_dir: str = "text_encoder",
+        position_channels: bool = False,
     ):
         nn.Module.__init__(self)  # not WanBackbone.__init__: it reads AutoencoderKLWan's latents_mean / std
         self.unet, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
@@ -139,6 +153,7 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         self.fixed_w = fixed_w
         self.vae_chunk = int(vae_chunk)
         self.text_encoder_dir = str(text_encoder_dir)
+        self.position_channels = bool(position_channels)
         ml = getattr(tokenizer, "model_max_length", 77)
         self.max_sequence_length = int(ml if ml and ml < 10_000 else 77)
         t, h, w = (int(x) for x in resolution)
@@ -147,10 +162,12 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
             raise CheckpointError(f"{FAMILY}: height and width must be multiples of {mult}, got {h}x{w}")
         self.resolution = (t, h, w)
         tc = transformer.config
-        if int(tc.in_channels) != self.vae_latent_channels or int(tc.out_channels) != self.vae_latent_channels:
+        want_in = self.vae_latent_channels + (NUM_POSITION_CHANNELS if self.position_channels else 0)
+        if int(tc.in_channels) != want_in or int(tc.out_channels) != self.vae_latent_channels:
             raise CheckpointError(
-                f"{FAMILY}: transformer in/out channels {tc.in_channels}/{tc.out_channels} do not match the "
-                f"VAE's {self.vae_latent_channels} latent channels"
+                f"{FAMILY}: transformer in/out channels {tc.in_channels}/{tc.out_channels} do not match "
+                f"{want_in}/{self.vae_latent_channels} (the VAE's latent channels"
+                f"{' + position channels' if self.position_channels else ''})"
             )
         if int(tc.text_dim) != int(text_encoder.config.hidden_size):
             raise CheckpointError(
@@ -188,6 +205,13 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
         sf = self.spatial_factor
         return (batch, self.latent_channels, int(num_frames or t), h // sf, w // sf)
 
+    def model_output(self, z_t: Tensor, t: Tensor, cond: Tensor, w_emb: Tensor | None = None) -> Tensor:
+        """The velocity at z_t (B, 4, T, h, w), with the position channels concatenated when enabled."""
+        if self.position_channels:
+            pos = video_position_channels(*z_t.shape[2:]).to(z_t.device, z_t.dtype)
+            z_t = torch.cat([z_t, pos.expand(z_t.shape[0], -1, -1, -1, -1)], dim=1)
+        return super().model_output(z_t, t, cond, w_emb)
+
     @torch.no_grad()
     def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
         """prompts -> (B, 16, 64): the CLIP tower's last hidden state, as the UNet family (the same code)."""
@@ -223,11 +247,16 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
             fixed_w=fixed_w if w_embedding_dim is None else None,
             vae_chunk=self.vae_chunk,
             text_encoder_dir=self.text_encoder_dir,
+            position_channels=self.position_channels,
         )
 
     # ------------------------------------------------------------------ persistence
     def t2v_turbo_metadata(self) -> dict:
-        return super().t2v_turbo_metadata() | {"vae_chunk": self.vae_chunk, "text_encoder_dir": self.text_encoder_dir}
+        return super().t2v_turbo_metadata() | {
+            "vae_chunk": self.vae_chunk,
+            "text_encoder_dir": self.text_encoder_dir,
+            "position_channels": self.position_channels,
+        }
 
     def save_pretrained(
         self,
@@ -361,11 +390,17 @@ class MovingDigitsWanBackbone(FrameVAEMixin, WanBackbone):
             fixed_w=meta.get("fixed_w"),
             vae_chunk=meta.get("vae_chunk", 64),
             text_encoder_dir=text_dir,
+            position_channels=bool(meta.get("position_channels", False)),
         )
 
 
 def build_fm_backbone(
-    root: str | Path, seed: int = 0, shift: float = DEFAULT_SHIFT, text_encoder_dir: str = "text_encoder", **sizes
+    root: str | Path,
+    seed: int = 0,
+    shift: float = DEFAULT_SHIFT,
+    text_encoder_dir: str = "text_encoder",
+    position_channels: bool = False,
+    **sizes,
 ) -> MovingDigitsWanBackbone:
     """A fresh (seeded) FM teacher on the world folder `root`'s VAE, text tower (`text_encoder_dir`)
     and tokenizer."""
@@ -374,7 +409,9 @@ def build_fm_backbone(
     from . import models as md_models
 
     text_encoder = CLIPTextModel.from_pretrained(Path(root) / text_encoder_dir, torch_dtype=torch.float32).eval()
-    transformer = build_transformer(seed, text_dim=int(text_encoder.config.hidden_size), **sizes)
+    transformer = build_transformer(
+        seed, text_dim=int(text_encoder.config.hidden_size), position_channels=position_channels, **sizes
+    )
     return MovingDigitsWanBackbone(
         transformer,
         md_models.load_vae(root),
@@ -382,4 +419,5 @@ def build_fm_backbone(
         md_models.load_tokenizer(root),
         FlowSchedule(shift=shift),
         text_encoder_dir=text_encoder_dir,
+        position_channels=position_channels,
     )

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...distill import ema_update
-from ...errors import ConfigError, InputError
+from ...errors import CheckpointError, ConfigError, InputError
 from ...flow import shift_sigmas
 from ...rewards.common import TextCache
 from .dataset import sample_batch
@@ -172,6 +172,7 @@ def train_fm_teacher(
     storage_dtype: torch.dtype | None = torch.float16,
     transformer: dict | None = None,
     text_encoder: str = "video-reward",
+    position_channels: bool = True,
 ) -> dict:
     """Train the FM teacher (a `MovingDigitsWanBackbone`) by rectified flow, with classifier-free guidance
     learned through `cond_dropout` empty prompts; write `out_dir/fm_teacher/` (the EMA weights) and
@@ -223,6 +224,10 @@ def train_fm_teacher(
             tower, exported to `fm_text_encoder/` by `fm_text_tower`; it tells the digits apart, pooled
             cosine 0.75 between captions that differ only in the digit against 0.98 for the random tower)
             or "random" (the UNet family's `text_encoder/`).
+        position_channels: feed the transformer the fixed (frame, row, column) channels
+            (`MovingDigitsWanBackbone(position_channels=True)`; RoPE alone is relative). With `init_from`
+            a teacher without them, its patch embedding is widened with zero weights for the new
+            channels (the same function at step 0).
 
     Returns:
         dict: steps, seconds, seconds_per_step, final loss, transformer parameters, the recipe, the checks.
@@ -250,12 +255,15 @@ def train_fm_teacher(
     if text_encoder not in ("video-reward", "random"):
         raise ConfigError(f"unknown text_encoder {text_encoder!r}; valid: ['video-reward', 'random']")
     text_dir = fm_text_tower(out) if text_encoder == "video-reward" else "text_encoder"
-    backbone = build_fm_backbone(out, seed=seed, shift=shift, text_encoder_dir=text_dir, **(transformer or {}))
+    backbone = build_fm_backbone(
+        out, seed=seed, shift=shift, text_encoder_dir=text_dir, position_channels=position_channels, **(transformer or {})
+    )
     net = backbone.unet
     if init_from is not None:
         from .fm_backbone import MovingDigitsWanBackbone
 
-        net.load_state_dict(MovingDigitsWanBackbone.from_pretrained(init_from, base=out).unet.state_dict())
+        state = MovingDigitsWanBackbone.from_pretrained(init_from, base=out).unet.state_dict()
+        net.load_state_dict(widen_patch_embedding(state, net.state_dict()))
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -332,6 +340,18 @@ def _eval_ema(backbone, net, ema, prompts: list[str], num_steps: int, cfg_scale:
     finally:
         backbone.unet = net
     return {k: v for k, v in res.items() if isinstance(v, float)}
+
+
+def widen_patch_embedding(state: dict, target: dict, key: str = "patch_embedding.weight") -> dict:
+    """`state` with its patch embedding (out, c_in, *k) zero-padded to the target's wider input channels
+    (the extra channels start with no effect); unchanged when the widths already match."""
+    w, want = state[key], target[key]
+    if w.shape == want.shape:
+        return state
+    if w.shape[0] != want.shape[0] or w.shape[1] > want.shape[1] or w.shape[2:] != want.shape[2:]:
+        raise CheckpointError(f"cannot widen {key} {tuple(w.shape)} to {tuple(want.shape)}")
+    pad = torch.zeros(w.shape[0], want.shape[1] - w.shape[1], *w.shape[2:], dtype=w.dtype)
+    return {**state, key: torch.cat([w, pad], dim=1)}
 
 
 def fm_text_tower(out: Path) -> str:
