@@ -236,3 +236,33 @@ def test_train_teacher_writes_the_recipe_it_trained(tmp_path):
     assert float(teacher.schedule.abar(torch.tensor(999))) ** 0.5 == pytest.approx(0.0024, abs=1e-4)
     out = generate(teacher, ["a red digit 7 moving left"], num_steps=2, cfg_scale=2.0, seed=0)
     assert out.videos.shape == (1, 3, 8, 32, 32) and torch.isfinite(out.videos).all()
+
+
+def test_pooled_text_unet_adds_the_mean_text_state_to_the_time_embedding(tmp_path):
+    """`build_unet(pooled_text=True)`: SDXL's text_time added embedding, fed by the backbone with the mean
+    text state and the fps; zeroing the added embedding's last layer gives back the plain UNet's output,
+    and the option survives save / load (it is in the UNet config)."""
+    from t2v_turbo.schedule import NoiseSchedule
+    from t2v_turbo.worlds.moving_digits.backbone import MovingDigitsBackbone
+
+    parts = (mdm.load_vae(), mdm.load_text_encoder(), mdm.load_tokenizer(), NoiseSchedule.make())
+    plain = mdm.build_backbone(mdm.build_unet(seed=3), *parts).eval()
+    pooled = mdm.build_backbone(mdm.build_unet(seed=3, pooled_text=True), *parts).eval()
+    missing, unexpected = pooled.unet.load_state_dict(plain.unet.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("add_embedding.") for k in missing)
+    cond = pooled.encode_prompt(["a red digit 7 moving left", "a red digit 3 moving left"])
+    kw = pooled.added_cond_kwargs(cond, 2)
+    assert torch.equal(kw["text_embeds"], cond.mean(dim=1)) and kw["time_ids"].tolist() == [[8.0], [8.0]]
+    assert plain.added_cond_kwargs(cond, 2) is None
+    z, t = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([700, 300])
+    with torch.no_grad():
+        a = pooled.model_output(z, t, cond)
+        pooled.unet.add_embedding.linear_2.weight.zero_()
+        pooled.unet.add_embedding.linear_2.bias.zero_()
+        torch.testing.assert_close(pooled.model_output(z, t, cond), plain.model_output(z, t, cond), rtol=0, atol=1e-6)
+    assert not torch.allclose(a, plain.model_output(z, t, cond))
+    pooled.save_pretrained(tmp_path / "m")
+    back = MovingDigitsBackbone.from_pretrained(tmp_path / "m")
+    assert back.unet.config.addition_embed_type == "text_time"
+    with torch.no_grad():
+        torch.testing.assert_close(back.model_output(z, t, cond), plain.model_output(z, t, cond), rtol=0, atol=1e-6)
