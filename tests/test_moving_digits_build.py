@@ -43,7 +43,7 @@ def test_student_recipes_come_from_the_preset():
 
     preset = read_yaml(find_preset("moving-digits"))["rewards"]
     assert student_recipe("turbo") == {"rewards": preset}
-    assert [(r["name"], r["weight"]) for r in preset] == [("md-image", 1.0), ("md-video", 2.0)]
+    assert [(r["name"], r["weight"]) for r in preset] == [("md-image", 4.0), ("md-video", 1.0)]
     assert student_recipe("vcm") == {"rewards": []}
     with pytest.raises(InputError, match="valid: \\['turbo', 'vcm'\\]"):
         student_recipe("chain")
