@@ -138,7 +138,8 @@ class DiffusersVideoBackbone(FrameVAEMixin, Backbone):
         (B, L, D) text states as `text_embeds` and the native fps as the one `time_ids` entry, which the
         UNet embeds and adds to its timestep embedding (a global path for the prompt next to
         cross-attention). None for every other UNet."""
-        if getattr(self.unet.config, "addition_embed_type", None) != "text_time":
+        unet = getattr(self.unet, "module", self.unet)  # DDP / FSDP wrappers hold the model in .module
+        if getattr(getattr(unet, "config", None), "addition_embed_type", None) != "text_time":
             return None
         pooled = cond.mean(dim=1)
         if pooled.shape[0] != batch:
