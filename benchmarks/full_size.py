@@ -81,14 +81,15 @@ def build_backbone(name: str, tiny: bool, device: str | torch.device = "cpu"):
         return VideoCrafter2(cfg, device=device)
     frames = (TINY_SIZES if tiny else BACKBONES)[name][0]
     if tiny:
-        from t2v_turbo.models.wan import tiny_wan
+        from t2v_turbo.models.tiny import tiny_wan
 
         return tiny_wan(seed=0, frames=frames, size=16).to(device)
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     from t2v_turbo.flow import FlowSchedule
-    from t2v_turbo.models.wan import WanBackbone, _tiny_tokenizer
+    from t2v_turbo.models.tiny import _tiny_tokenizer
+    from t2v_turbo.models.wan import WanBackbone
 
     tok = _tiny_tokenizer(512)
     with torch.device(device):

@@ -119,7 +119,7 @@ def main_fm(a) -> int:
     # option (a) student (takes w); a normal-initialised guidance embedding so that w matters
     student = teacher.make_student(256, init="normal", seed=1).eval()
     note = (
-        f"tiny Wan2.1 (models/wan.py tiny_wan_components: 2-layer WanTransformer3DModel 2x12 heads, "
+        f"tiny Wan2.1 (models/tiny.py tiny_wan_components: 2-layer WanTransformer3DModel 2x12 heads, "
         f"AutoencoderKLWan base_dim 3, 2-layer UMT5), {a.fm_frames} frames at {a.fm_size}x{a.fm_size}, "
         f"latents {tuple(teacher.latent_shape(1)[1:])}, flow shift {teacher.schedule.shift}; random weights"
     )

@@ -19,12 +19,12 @@ from t2v_turbo.flow import (
     euler_cfg_sample,
     flow_consistency_sample,
 )
+from t2v_turbo.models.tiny import tiny_wan
 from t2v_turbo.models.wan import (
     WanBackbone,
     check_num_frames,
     export_lora_diffusers,
     latent_frame_of,
-    tiny_wan,
 )
 
 PROMPT = "a red ball  bounces &amp; rolls"  # cleaned like WanPipeline (whitespace, html entities)

@@ -91,14 +91,95 @@ def tiny_modelscope(seed: int = 0, frames: int = 4, size: int = 16) -> Diffusers
 
 
 def tiny_wan_teacher(seed: int = 0, frames: int = 5, height: int = 16, width: int | None = None, shift: float = 3.0):
-    """A tiny Wan2.1 teacher (models/wan.py `tiny_wan_components`: 2-layer WanTransformer3DModel, tiny
+    """A tiny Wan2.1 teacher (`tiny_wan_components`: 2-layer WanTransformer3DModel, tiny
     AutoencoderKLWan, 2-layer UMT5): `frames` = 4k + 1, height / width multiples of 16 (InputError
     otherwise). 5 frames at 16x16 -> latents (16, 2, 2, 2)."""
     from ..flow import FlowSchedule
-    from .wan import WanBackbone, tiny_wan_components
+    from .wan import WanBackbone
 
     c = tiny_wan_components(seed)
     return WanBackbone(
         c["transformer"], c["vae"], c["text_encoder"], c["tokenizer"], FlowSchedule(shift=shift),
         resolution=(frames, height, width or height), max_sequence_length=16,
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ tiny Wan2.1
+def _tiny_tokenizer(max_length: int = 16):
+    """A character-level T5-style tokenizer built in code (no hub): <pad> = 0, </s> = 1 appended,
+    <unk> = 2, printable ASCII 3..97. A `PreTrainedTokenizerFast`, so it saves and reloads offline."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(i) for i in range(32, 127)]
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def tiny_wan_components(seed: int = 0, text_dim: int = 32, max_length: int = 16) -> dict:
+    """Seeded tiny Wan components in code (diffusers' own Wan test sizes): a 2-layer transformer with
+    2 heads x 12 dims, FFN 32, text_dim 32; AutoencoderKLWan base_dim 3, z_dim 16 (8x spatial, 4x
+    temporal); a 2-layer UMT5 encoder (d_model 32); a character tokenizer. ~66K parameters in all."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _tiny_tokenizer(max_length)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=text_dim,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=text_dim,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        )
+    return {
+        "transformer": transformer.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+    }
+
+
+def tiny_wan(seed: int = 0, frames: int = 9, size: int = 16, shift: float = 3.0):
+    """A tiny Wan teacher (9 frames at 16x16 -> latents (16, 3, 2, 2)), for tests and benchmarks."""
+    return tiny_wan_teacher(seed, frames, size, size, shift)
