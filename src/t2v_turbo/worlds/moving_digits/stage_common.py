@@ -1,4 +1,5 @@
-"""Helpers shared by the world's training stages: the output folder, the learning-rate schedule, logs."""
+"""Helpers shared by the world's training stages: the output folder, the learning-rate schedule, the
+captioned latent batch of the teachers, logs."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def write_log(folder: Path, name: str, info: dict) -> None:
     """Write `info` as JSON to `folder/name` (creating the folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(json.dumps(info, indent=2))
+
+
+def latent_batch(backbone, text_cache, rng, gen: torch.Generator, n: int, paraphrase_prob: float, cond_dropout: float):
+    """A teacher's training batch: `n` rendered videos (`dataset.sample_batch`), their captions with CFG
+    dropout (each replaced by "" with probability `cond_dropout`), encoded to latents (B, c, T, h, w)
+    with `gen` and to text states through the frozen tower's `text_cache`. Returns (latents, cond, specs)."""
+    from .dataset import sample_batch
+
+    videos, captions, specs = sample_batch(rng, n, paraphrase_prob=paraphrase_prob)
+    captions = ["" if rng.random() < cond_dropout else c for c in captions]
+    x0 = backbone.encode_video(videos, generator=gen)
+    return x0, text_cache(captions, x0.device), specs
+

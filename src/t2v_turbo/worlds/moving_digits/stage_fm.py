@@ -46,7 +46,7 @@ from ...errors import CheckpointError, ConfigError, InputError
 from ...flow import shift_sigmas
 from ...rewards.common import TextCache
 from .dataset import sample_batch
-from .stage_common import cosine_lr, set_lr, world_dir, write_log
+from .stage_common import cosine_lr, latent_batch, set_lr, world_dir, write_log
 
 FLOW_SHIFT = 3.0
 FM_PRESET = "moving-digits-fm"
@@ -278,10 +278,7 @@ def train_fm_teacher(
         net.train()
         set_lr(opt, cosine_lr(step, steps, warmup, lr))
         # 1. data: videos -> scaled latents x0 (B, 4, 8, 8, 8); captions with CFG dropout
-        videos, captions, _ = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
-        captions = ["" if rng.random() < cond_dropout else c for c in captions]
-        x0 = backbone.encode_video(videos, generator=gen)
-        cond = text_cache(captions, x0.device)
+        x0, cond, _ = latent_batch(backbone, text_cache, rng, gen, batch_size, paraphrase_prob, cond_dropout)
         # 2. rectified flow: x_s = (1 - s) x0 + s eps, s logit-normal then shifted; timestep t = 1000 s
         s = sample_sigmas(batch_size, gen, shift, sigma_sampling, logit_mean, logit_std)
         eps = torch.randn(x0.shape, generator=gen)

@@ -17,7 +17,7 @@ from ...errors import ConfigError
 from ...rewards.common import TextCache
 from . import models as md_models
 from .dataset import sample_batch
-from .stage_common import cosine_lr, set_lr, world_dir, write_log
+from .stage_common import cosine_lr, latent_batch, set_lr, world_dir, write_log
 
 
 def snr_loss_weight(
@@ -173,10 +173,7 @@ def train_teacher(
         unet.train()
         set_lr(opt, cosine_lr(step, steps, warmup, lr))
         # 1. data: videos -> scaled latents z0 (B, 4, 8, 8, 8); captions with CFG dropout
-        videos, captions, specs = sample_batch(rng, batch_size, paraphrase_prob=paraphrase_prob)
-        captions = ["" if rng.random() < cond_dropout else c for c in captions]
-        z0 = backbone.encode_video(videos, generator=gen)
-        cond = text_cache(captions, z0.device)
+        z0, cond, specs = latent_batch(backbone, text_cache, rng, gen, batch_size, paraphrase_prob, cond_dropout)
         # 2. forward noising z_t = alpha_t z0 + sigma_t eps (DDPM Eq. 4)
         t = torch.randint(0, schedule.num_train_timesteps, (batch_size,), generator=gen)
         n_high = int(round(high_noise_frac * batch_size))
