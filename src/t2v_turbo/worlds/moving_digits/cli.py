@@ -26,7 +26,7 @@ FM_CLAIMS_DOC = """The same claims for the flow-matching family (issue 19):
 3. it is at least 15x faster per video than the FM teacher."""
 
 # family -> (teacher, VCM, T2V-Turbo) labels in the results and asset folders under the world root
-FAMILIES = {
+FAMILY_MODELS = {
     "unet": {"teacher": "teacher", "vcm": "vcm", "turbo": "turbo"},
     "fm": {"teacher": "fm-teacher", "vcm": "fm-vcm", "turbo": "fm-turbo"},
 }
@@ -42,7 +42,7 @@ def _run(results: dict, model: str, steps: int | None) -> dict | None:
 def check_claims(results: dict, alignment: str = "judge/all_correct", family: str = "unet") -> list[dict]:
     """The world's goals as (claim, measured numbers, holds) from an eval results dict: `CLAIMS_DOC`
     for the UNet family, `FM_CLAIMS_DOC` for the flow-matching one (`family="fm"`)."""
-    names = FAMILIES[family]
+    names = FAMILY_MODELS[family]
     turbo, turbo1 = _run(results, names["turbo"], 4), _run(results, names["turbo"], 1)
     vcm, teacher = _run(results, names["vcm"], 4), _run(results, names["teacher"], None)
     if not (turbo and vcm and teacher):
@@ -105,7 +105,7 @@ def claims_lines(results: dict) -> list[str]:
 
 def family_folders(root: Path, family: str) -> dict[str, Path]:
     """label -> asset folder of a family's three models under a world root ("fm-vcm" -> root/fm_vcm)."""
-    return {label: root / label.replace("-", "_") for label in FAMILIES[family].values()}
+    return {label: root / label.replace("-", "_") for label in FAMILY_MODELS[family].values()}
 
 
 def load_family(root: Path, family: str, shipped: bool) -> dict:
@@ -127,7 +127,7 @@ def load_family(root: Path, family: str, shipped: bool) -> dict:
 
 def sheet_rows(models: dict, family: str) -> list[tuple[str, object, int]]:
     """The contact sheet's rows of one family: teacher 50 steps, VCM 4, T2V-Turbo 4 and 1."""
-    n = FAMILIES[family]
+    n = FAMILY_MODELS[family]
     tag = "" if family == "unet" else "FM-"
     return [
         (f"{tag}teacher, 50 steps", models[n["teacher"]], 50),
@@ -163,9 +163,9 @@ def results_table(
     root = Path(world) if world else ASSETS_DIR
     if families is None:
         families = ("unet",) + (("fm",) if all(f.is_dir() for f in family_folders(root, "fm").values()) else ())
-    unknown = [f for f in families if f not in FAMILIES]
+    unknown = [f for f in families if f not in FAMILY_MODELS]
     if unknown:
-        raise InputError(f"unknown families {unknown}; valid: {list(FAMILIES)}")
+        raise InputError(f"unknown families {unknown}; valid: {list(FAMILY_MODELS)}")
     per_family = {f: load_family(root, f, shipped=world is None) for f in families}
     models = {label: m for fam in per_family.values() for label, m in fam.items()}
     scorers = Scorers(judge=get_judge())
@@ -302,10 +302,11 @@ def cli(argv: list[str]) -> int:
     if a.cmd == "sensitivity":
         return _sensitivity(a)
     if a.cmd == "build":
-        from .build import FAMILIES, build_world
+        from .build import FAMILIES as FAMILY_STAGES
+        from .build import build_world
         from .students import distill_student
 
-        valid = FAMILIES[a.family]
+        valid = FAMILY_STAGES[a.family]
         stages = [s.strip() for s in (a.stages or ",".join(valid)).split(",") if s.strip()]
         bad = [s for s in stages if s not in valid]
         if bad:
@@ -341,9 +342,9 @@ def _sheets(world: str | None, out_dir: str, families: tuple[str, ...]) -> int:
     from .judge import get_judge
     from .models import ASSETS_DIR
 
-    unknown = [f for f in families if f not in FAMILIES]
+    unknown = [f for f in families if f not in FAMILY_MODELS]
     if unknown:
-        raise InputError(f"unknown families {unknown}; valid: {list(FAMILIES)}")
+        raise InputError(f"unknown families {unknown}; valid: {list(FAMILY_MODELS)}")
     root = Path(world) if world else ASSETS_DIR
     for f in families:
         name = "contact_sheet.png" if f == "unet" else f"contact_sheet_{f}.png"
