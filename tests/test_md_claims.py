@@ -73,3 +73,27 @@ def test_table_and_sheet_reject_unknown_families(tmp_path):
             cli(cmd + ["--families", "dit", "--world", str(tmp_path), "--out-dir", str(tmp_path)])
     with pytest.raises(InputError, match="build the world first"):
         cli(["sheet", "--families", "fm", "--world", str(tmp_path), "--out-dir", str(tmp_path)])
+
+
+def test_merge_keeps_the_other_familys_rows_and_checks_both(tmp_path):
+    import json
+
+    from t2v_turbo.worlds.moving_digits.cli import _mergeable, merge_results
+
+    old = {"runs": _results()["runs"] + _results("fm-")["runs"]}
+    new = {"runs": _results("fm-")["runs"]}
+    new["runs"][2]["metrics"]["judge/all_correct"]["mean"] = 0.30  # the re-measured FM-T2V-Turbo is worse
+    assert merge_results(old, new) == ("unet", "fm")
+    assert [r["model"] for r in new["runs"]][:4] == ["teacher", "vcm", "turbo", "turbo"]
+    assert len(new["runs"]) == 8 and "teacher, turbo, vcm kept" in new["merged"]
+    assert [c["holds"] for c in check_claims(new, family="fm")] == [False, False, True]
+    assert all(c["holds"] for c in check_claims(new, family="unet"))
+    # a merge only onto a table of the same prompts and seeds
+    with pytest.raises(InputError, match="not found"):
+        _mergeable(tmp_path, ["a red digit 7 moving left"], (0,))
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {"prompts": ["p"], "seeds": [0]}, "runs": []}))
+    assert _mergeable(tmp_path, ["p"], (0,))["runs"] == []
+    with pytest.raises(InputError, match="other prompts or seeds"):
+        _mergeable(tmp_path, ["q"], (0,))
+    with pytest.raises(InputError, match="needs --families"):
+        cli(["table", "--merge", "--out-dir", str(tmp_path)])

@@ -165,6 +165,12 @@ def test_sigma_sampling_is_shifted_logit_normal():
     assert float(((big >= 0.85) & (big <= 0.97)).float().mean()) == pytest.approx(0.2528, abs=0.003)
     with pytest.raises(Exception, match="valid: \\['logit-normal', 'uniform'\\]"):
         sample_sigmas(2, g, sampling="beta")
+    # the high-noise share: the first quarter uniform in [0.9, 1], the rest the same draws as without it
+    h = sample_sigmas(8, torch.Generator().manual_seed(2), 3.0, high_noise_frac=0.25, high_noise_from=0.9)
+    plain = sample_sigmas(8, torch.Generator().manual_seed(2), 3.0)
+    assert bool(((h[:2] >= 0.9) & (h[:2] <= 1)).all()) and torch.equal(h[2:], plain[2:])
+    hb = sample_sigmas(100_000, torch.Generator().manual_seed(3), 3.0, high_noise_frac=1.0, high_noise_from=0.9)
+    assert float(hb.mean()) == pytest.approx(0.95, abs=0.001) and float(hb.min()) >= 0.9
 
 
 def _run_overrides(teacher_dir, out_dir) -> dict:

@@ -145,12 +145,16 @@ def results_table(
     batch_size: int = 70,
     families: tuple[str, ...] | None = None,
     sheets: bool = True,
+    merge: bool = False,
 ) -> dict:
     """Generate every model x step count on the canonical prompts, judge and score them, and write
     results.json, results.md, score_vs_steps.png and one contact sheet per family
     (contact_sheet.png, contact_sheet_fm.png) to `out_dir`. Returns the results with "claims".
 
     `families`: "unet" and/or "fm" (default: "unet", plus "fm" when the world has its folders).
+    `merge`: keep the other families' rows of `out_dir/results.json` (same prompts, seeds and w; each
+    family's speed ratios are measured within its own run), so one re-trained family can be re-measured
+    without re-running the others.
     """
     from ...evaluation.report import markdown_table, write_report
     from ...evaluation.runner import Scorers, evaluate
@@ -174,6 +178,7 @@ def results_table(
     scorers.clip, scorers.clip_name = scorers.rewards["md-image"], "md-image"
     scorers.feature_fn, scorers.feature_name = scorers.clip.image_features, "md-image image features"
     prompts = prompt_subset(num_prompts)
+    old = _mergeable(Path(out_dir), prompts, seeds) if merge else None
     t0 = time.time()
     results = evaluate(
         models,
@@ -184,12 +189,15 @@ def results_table(
         scorers=scorers,
         batch_size=batch_size,
     )
-    results["claims"] = [dict(c, family=f) for f in families for c in check_claims(results, family=f)]
     results["seconds"] = time.time() - t0
+    if old is not None:
+        families = merge_results(old, results)
+    results["claims"] = [dict(c, family=f) for f in families for c in check_claims(results, family=f)]
     out = Path(out_dir)
     write_report(results, out)
     md = (out / "results.md").read_text()
-    lines = [md.rstrip(), "", *claims_lines(results)]
+    notes = [results["merged"] + ".", ""] if "merged" in results else []
+    lines = [md.rstrip(), "", *notes, *claims_lines(results)]
     (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     if sheets:
@@ -200,6 +208,35 @@ def results_table(
     for c in results["claims"]:
         print(f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']}: {c['measured']}")
     return results
+
+
+def merge_results(old: dict, new: dict) -> tuple[str, ...]:
+    """Put `old`'s rows of the models `new` did not measure in front of `new`'s (in place; a note under
+    "merged") and return the families the merged runs cover."""
+    measured = {r["model"] for r in new["runs"]}
+    kept = [r for r in old["runs"] if r["model"] not in measured]
+    new["runs"] = kept + new["runs"]
+    if kept:
+        new["merged"] = (
+            f"rows of {', '.join(sorted({r['model'] for r in kept}))} kept from the previous results.json; "
+            f"{', '.join(sorted(measured))} re-measured"
+        )
+    return tuple(f for f in FAMILY_MODELS if any(_run(new, n, None) for n in FAMILY_MODELS[f].values()))
+
+
+def _mergeable(out: Path, prompts: list[str], seeds: tuple[int, ...]) -> dict:
+    """The previous results.json of `out` when a merge can keep its rows (same prompts and seeds)."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise InputError(f"--merge: {path} not found: run `t2v-turbo world table` first")
+    try:
+        old = json.loads(path.read_text())
+        same = list(old["settings"]["prompts"]) == list(prompts) and list(old["settings"]["seeds"]) == list(seeds)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"--merge: {path} is not a world table ({e})") from None
+    if not same:
+        raise InputError(f"--merge: {path} was measured on other prompts or seeds; regenerate the whole table")
+    return old
 
 
 def retime_results(out_dir: str | Path = "docs/moving_digits", world: str | Path | None = None, repeats: int = 3, prompts: int = 8) -> dict:
@@ -276,6 +313,9 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--seeds", type=int, nargs="+", default=[0])
     t.add_argument("--families", default=None, help="unet, fm or unet,fm (default: unet, plus fm when built)")
     t.add_argument("--no-sheets", action="store_true", help="skip the contact sheets")
+    t.add_argument(
+        "--merge", action="store_true", help="keep the other families' rows of --out-dir's results.json (with --families)"
+    )
     t.add_argument("--retime", action="store_true", help="only re-measure the speed of --out-dir's results.json (scores kept)")
     c = sub.add_parser("sheet", help="only the contact sheet(s): 6 prompts, teacher-50 / VCM-4 / T2V-Turbo-4 and -1")
     c.add_argument("--world", default=None, help="world folder (default: the shipped models)")
@@ -333,7 +373,11 @@ def cli(argv: list[str]) -> int:
     if a.retime:
         retime_results(a.out_dir, a.world)
         return 0
-    results_table(a.world, a.out_dir, a.prompts, tuple(a.seeds), families=families, sheets=not a.no_sheets)
+    if a.merge and not families:
+        raise InputError("--merge needs --families (the families to re-measure)")
+    results_table(
+        a.world, a.out_dir, a.prompts, tuple(a.seeds), families=families, sheets=not a.no_sheets, merge=a.merge
+    )
     return 0
 
 

@@ -134,16 +134,23 @@ def sample_sigmas(
     sampling: str = "logit-normal",
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    high_noise_frac: float = 0.0,
+    high_noise_from: float = 0.9,
 ) -> torch.Tensor:
     """Training noise levels (B,): u ~ logit-normal(mean, std) (SD3's "lognorm") or U(0, 1), then
-    shifted, s = k u / (1 + (k - 1) u)."""
+    shifted, s = k u / (1 + (k - 1) u); the first round(high_noise_frac B) are replaced by draws
+    uniform in [high_noise_from, 1] (after the shift)."""
     if sampling == "logit-normal":
         u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch, generator=generator))
     elif sampling == "uniform":
         u = torch.rand(batch, generator=generator)
     else:
         raise ConfigError(f"unknown sigma sampling {sampling!r}; valid: {list(SIGMA_SAMPLING)}")
-    return shift_sigmas(u, shift)
+    s = shift_sigmas(u, shift)
+    n_high = int(round(high_noise_frac * batch))
+    if n_high:
+        s[:n_high] = high_noise_from + (1 - high_noise_from) * torch.rand(n_high, generator=generator)
+    return s
 
 
 def train_fm_teacher(
@@ -173,6 +180,8 @@ def train_fm_teacher(
     transformer: dict | None = None,
     text_encoder: str = "video-reward",
     position_channels: bool = True,
+    high_noise_frac: float = 0.0,
+    high_noise_from: float = 0.9,
 ) -> dict:
     """Train the FM teacher (a `MovingDigitsWanBackbone`) by rectified flow, with classifier-free guidance
     learned through `cond_dropout` empty prompts; write `out_dir/fm_teacher/` (the EMA weights) and
@@ -228,6 +237,9 @@ def train_fm_teacher(
             (`MovingDigitsWanBackbone(position_channels=True)`; RoPE alone is relative). With `init_from`
             a teacher without them, its patch embedding is widened with zero weights for the new
             channels (the same function at step 0).
+        high_noise_frac, high_noise_from: that share of each batch gets sigmas uniform in
+            [high_noise_from, 1] instead (the UNet teacher's "quarter of each batch at t >= 800", where
+            the start noise hides the clip and only the text can set the direction); 0 keeps the draw.
 
     Returns:
         dict: steps, seconds, seconds_per_step, final loss, transformer parameters, the recipe, the checks.
@@ -239,12 +251,14 @@ def train_fm_teacher(
         raise ConfigError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
     if sigma_sampling not in SIGMA_SAMPLING:
         raise ConfigError(f"unknown sigma sampling {sigma_sampling!r}; valid: {list(SIGMA_SAMPLING)}")
+    if not 0 <= high_noise_frac <= 1 or not 0 <= high_noise_from < 1:
+        raise ConfigError(f"high_noise_frac must be in [0, 1] and high_noise_from in [0, 1), got {high_noise_frac}, {high_noise_from}")
     recipe = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "schedule": "cosine",
         "weight_decay": weight_decay, "ema_decay": ema_decay, "cond_dropout": cond_dropout,
         "paraphrase_prob": paraphrase_prob, "shift": shift, "sigma_sampling": sigma_sampling,
         "logit_mean": logit_mean, "logit_std": logit_std, "seed": seed, "transformer": transformer or {},
-        "num_threads": torch.get_num_threads(),
+        "high_noise_frac": high_noise_frac, "high_noise_from": high_noise_from, "num_threads": torch.get_num_threads(),
     }  # fmt: skip
     out = world_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +294,7 @@ def train_fm_teacher(
         # 1. data: videos -> scaled latents x0 (B, 4, 8, 8, 8); captions with CFG dropout
         x0, cond, _ = latent_batch(backbone, text_cache, rng, gen, batch_size, paraphrase_prob, cond_dropout)
         # 2. rectified flow: x_s = (1 - s) x0 + s eps, s logit-normal then shifted; timestep t = 1000 s
-        s = sample_sigmas(batch_size, gen, shift, sigma_sampling, logit_mean, logit_std)
+        s = sample_sigmas(batch_size, gen, shift, sigma_sampling, logit_mean, logit_std, high_noise_frac, high_noise_from)
         eps = torch.randn(x0.shape, generator=gen)
         x_s = backbone.schedule.add_noise(x0, eps, s * n_train)
         # 3. velocity MSE: v_theta(x_s, t) vs v = eps - x0
