@@ -24,7 +24,7 @@ def train_text_and_rewards(
     batch_size: int = 48,
     image_hard_fraction: float = 0.8,
     kinds: Sequence[str] = ("video", "image"),
-    text_encoder: str = "random",
+    text_encoder: str = "video-reward",
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -45,9 +45,12 @@ def train_text_and_rewards(
         video_lr: peak learning rate of the video reward.
         batch_size: videos per step.
         kinds: which rewards to train; both by default.
-        text_encoder: the teacher's frozen text tower: "random" (a seeded random CLIPTextModel of
-            `models.text_config`) or "video-reward" (the video reward's contrastively trained text
-            tower; needs "video" in `kinds`).
+        text_encoder: the teacher's frozen text tower: "video-reward" (default: the video reward's
+            contrastively trained text tower, its projection dropped; needs "video" in `kinds`), as real
+            T2V teachers freeze a contrastively trained CLIP / OpenCLIP tower, or "random" (a seeded
+            random CLIPTextModel of `models.text_config`: captions that differ only in the digit get
+            nearly the same states, and the UNet family's students then drew digits at 0.16 instead
+            of 0.53, docs/moving_digits/NOTES.md).
         seed: seeds inits and data.
         progress: show tqdm bars.
 
