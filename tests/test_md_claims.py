@@ -82,6 +82,9 @@ def test_merge_keeps_the_other_familys_rows_and_checks_both(tmp_path):
 
     old = {"runs": _results()["runs"] + _results("fm-")["runs"]}
     new = {"runs": _results("fm-")["runs"]}
+    unet_only = {"runs": _results()["runs"]}
+    assert merge_results(old, unet_only) == ("unet", "fm")  # re-measured UNet rows stay first
+    assert [r["model"] for r in unet_only["runs"]][:4] == ["teacher", "vcm", "turbo", "turbo"]
     new["runs"][2]["metrics"]["judge/all_correct"]["mean"] = 0.30  # the re-measured FM-T2V-Turbo is worse
     assert merge_results(old, new) == ("unet", "fm")
     assert [r["model"] for r in new["runs"]][:4] == ["teacher", "vcm", "turbo", "turbo"]

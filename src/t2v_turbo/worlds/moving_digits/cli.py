@@ -211,11 +211,13 @@ def results_table(
 
 
 def merge_results(old: dict, new: dict) -> tuple[str, ...]:
-    """Put `old`'s rows of the models `new` did not measure in front of `new`'s (in place; a note under
-    "merged") and return the families the merged runs cover."""
+    """Add `old`'s rows of the models `new` did not measure to `new`'s, in family order (in place; a
+    note under "merged") and return the families the merged runs cover."""
     measured = {r["model"] for r in new["runs"]}
     kept = [r for r in old["runs"] if r["model"] not in measured]
-    new["runs"] = kept + new["runs"]
+    order = {label: i for i, label in enumerate(n for f in FAMILY_MODELS.values() for n in f.values())}
+    # family order (UNet first), so the table's "speed-up vs teacher" column keeps the UNet teacher as its base
+    new["runs"] = sorted(kept + new["runs"], key=lambda r: order.get(r["model"], len(order)))
     if kept:
         new["merged"] = (
             f"rows of {', '.join(sorted({r['model'] for r in kept}))} kept from the previous results.json; "
@@ -272,7 +274,9 @@ def retime_results(out_dir: str | Path = "docs/moving_digits", world: str | Path
     results["claims"] = [dict(c, family=f) for f in families for c in check_claims(results, family=f)]
     write_report(results, out)
     md = (out / "results.md").read_text()
-    (out / "results.md").write_text("\n".join([md.rstrip(), "", results["retimed"] + ".", "", *claims_lines(results)]).rstrip() + "\n")
+    notes = [results["merged"] + ".", ""] if "merged" in results else []
+    lines = [md.rstrip(), "", *notes, results["retimed"] + ".", "", *claims_lines(results)]
+    (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
     path.write_text(json.dumps(results, indent=1))
     print(markdown_table(results))
     for c in results["claims"]:
