@@ -232,7 +232,8 @@ def train_fm_teacher(
         text_encoder: the frozen text tower: "video-reward" (default: md-video's contrastively trained
             tower, exported to `fm_text_encoder/` by `fm_text_tower`; it tells the digits apart, pooled
             cosine 0.75 between captions that differ only in the digit against 0.98 for the random tower)
-            or "random" (the UNet family's `text_encoder/`).
+            or "random" (the world's `text_encoder/`: random only in a world built with
+            `train_text_and_rewards(text_encoder="random")`; the shipped one is md-video's tower too).
         position_channels: feed the transformer the fixed (frame, row, column) channels
             (`MovingDigitsWanBackbone(position_channels=True)`; RoPE alone is relative). With `init_from`
             a teacher without them, its patch embedding is widened with zero weights for the new
