@@ -268,10 +268,13 @@ def test_text_tower_folder_is_recorded_and_read_from_the_world_root(teacher, tmp
 
     from t2v_turbo.worlds.moving_digits.fm_backbone import FM_TEXT_ENCODER
     from t2v_turbo.worlds.moving_digits.stage_fm import fm_text_tower
+    from t2v_turbo.worlds.moving_digits.stage_text import random_text_tower
 
     root = tmp_path / "world"
-    for sub in ("vae", "tokenizer", "text_encoder", "reward_video"):
+    for sub in ("vae", "tokenizer", "reward_video"):
         shutil.copytree(mdm.ASSETS_DIR / sub, root / sub)
+    # a world whose text_encoder/ is another tower (a seeded random one; the shipped world's is md-video's)
+    random_text_tower(mdm.load_tokenizer(root), seed=3).save_pretrained(root / "text_encoder")
     assert fm_text_tower(root) == FM_TEXT_ENCODER
     tower = mdm.load_text_encoder(root / "reward_video")  # md-video's tower (projection dropped)
     fm = MovingDigitsWanBackbone(
@@ -283,7 +286,8 @@ def test_text_tower_folder_is_recorded_and_read_from_the_world_root(teacher, tmp
     assert back.text_encoder_dir == FM_TEXT_ENCODER
     want = fm.encode_prompt(PROMPTS)
     torch.testing.assert_close(back.encode_prompt(PROMPTS), want, rtol=0, atol=0)
-    assert not torch.allclose(teacher.encode_prompt(PROMPTS), want)  # the two towers differ
+    other = MovingDigitsWanBackbone(teacher.unet, teacher.vae, mdm.load_text_encoder(root), teacher.tokenizer, teacher.schedule)
+    assert not torch.allclose(other.encode_prompt(PROMPTS), want)  # the two towers differ
     assert back.make_student(8).text_encoder_dir == FM_TEXT_ENCODER  # students keep it
 
 
