@@ -17,6 +17,7 @@ from t2v_turbo.cli import main
 from t2v_turbo.errors import DataError, InputError
 from t2v_turbo.evaluation import vbench as vb
 from t2v_turbo.evaluation import vbench_run as vr
+from t2v_turbo.evaluation import vbench_suite as vs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CJK = "\u732b"  # 3 bytes in UTF-8
@@ -42,8 +43,8 @@ def standard_files(folder: Path, prompt: str, listing: list[str] | None = None) 
 
 
 def test_shipped_suite_is_vbench_0_1_5_unmodified():
-    assert hashlib.sha256(vb.SUITE_FILE.read_bytes()).hexdigest() == vb.SUITE_SHA256
-    assert (vb.SUITE_DIR / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert hashlib.sha256(vs.SUITE_FILE.read_bytes()).hexdigest() == vs.SUITE_SHA256
+    assert (vs.SUITE_DIR / "LICENSE").read_text().lstrip().startswith("Apache License")
     entries = vb.load_suite()
     assert len(entries) == 946 and len({e["prompt_en"] for e in entries}) == 944
     per_dim = vb.suite_dimension_prompts(entries)
@@ -316,7 +317,7 @@ def test_export_custom_prompts_layout_seeds_and_fake_vbench(student_dir, tmp_pat
 
 
 def test_suite_export_standard_mode(student_dir, tmp_path, fake_vbench, monkeypatch, capsys):
-    monkeypatch.setattr(vb, "SUITE_FILE", FIXTURES / "vbench_suite_small.json")
+    monkeypatch.setattr(vs, "SUITE_FILE", FIXTURES / "vbench_suite_small.json")
     entries = json.loads((FIXTURES / "vbench_suite_small.json").read_text())
     out = tmp_path / "suite"
     argv = ["export-vbench", "--suite", "vbench", "--model", str(student_dir), "--steps", "1", "--out-dir", str(out)]
@@ -348,7 +349,7 @@ def test_suite_export_standard_mode(student_dir, tmp_path, fake_vbench, monkeypa
 
 def test_standard_mode_with_metadata_in_the_video_folder_is_an_error(student_dir, tmp_path, fake_vbench, monkeypatch):
     """The original bug: a non-video file listed first makes VBench look for `{prompt}-0.json`."""
-    monkeypatch.setattr(vb, "SUITE_FILE", FIXTURES / "vbench_suite_small.json")
+    monkeypatch.setattr(vs, "SUITE_FILE", FIXTURES / "vbench_suite_small.json")
     out = tmp_path / "suite"
     argv = ["export-vbench", "--suite", "vbench", "--model", str(student_dir), "--steps", "1", "--out-dir", str(out)]
     assert main(argv + ["--dimensions", "temporal_style"]) == 0
@@ -457,7 +458,7 @@ def test_real_vbench_finds_every_standard_video(tmp_path):
         for i in range(min(c, 5)):
             (videos / n.file(i)).touch()
     assert all(vbench.utils.get_prompt_from_filename(n) == p for n, p in plan.prompt_map().items())
-    bench = vbench.VBench("cpu", str(vb.SUITE_FILE), str(tmp_path / "out"))
+    bench = vbench.VBench("cpu", str(vs.SUITE_FILE), str(tmp_path / "out"))
     info = json.loads(Path(bench.build_full_info_json(str(videos), "s", list(vb.DIMENSIONS), mode="vbench_standard")).read_text())
     assert len(info) == 946 and all(len(e["video_list"]) == 5 for e in info)
     info = json.loads(Path(bench.build_full_info_json(str(videos), "c", ["temporal_flickering"], mode="custom_input")).read_text())

@@ -8,6 +8,7 @@ import sys
 from ..errors import InputError
 from ..evaluation import vbench as vb
 from ..evaluation import vbench_run as vr
+from ..evaluation import vbench_suite as vs
 from . import _common as common
 
 EPILOG = f"""\
@@ -144,8 +145,8 @@ def main(argv: list[str]) -> int:
             counts = [a.num_per_prompt] * len(prompts)
         suite = {
             "name": "vbench",
-            "source": vb.SUITE_SOURCE,
-            "sha256": vb.sha256_file(vb.SUITE_FILE),
+            "source": vs.SUITE_SOURCE,
+            "sha256": vs.sha256_file(vs.SUITE_FILE),
             "dimensions": dims,
             "prompts_per_dimension": {d: len(vb.suite_dimension_prompts()[d]) for d in dims},
             "num_per_prompt": {"default": vb.NUM_PER_PROMPT, "temporal_flickering": vb.TEMPORAL_FLICKERING_NUM_PER_PROMPT}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DataError, InputError
-from . import vbench as export
+from . import vbench_suite
 from .vbench import (
     METADATA_FILE,
     PROMPT_MAP_FILE,
@@ -166,7 +166,7 @@ def run_vbench(
         (dim_dir / f"{run_name}_eval_results.json").unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
-            VBench(dev, str(export.SUITE_FILE), str(dim_dir)).evaluate(
+            VBench(dev, str(vbench_suite.SUITE_FILE), str(dim_dir)).evaluate(
                 videos_path=str(videos),
                 name=run_name,
                 prompt_list=dict(prompt_map),
