@@ -170,6 +170,7 @@ def results_table(
     unknown = [f for f in families if f not in FAMILY_MODELS]
     if unknown:
         raise InputError(f"unknown families {unknown}; valid: {list(FAMILY_MODELS)}")
+    old = _mergeable(Path(out_dir), prompt_subset(num_prompts), seeds) if merge else None  # before any loading
     per_family = {f: load_family(root, f, shipped=world is None) for f in families}
     models = {label: m for fam in per_family.values() for label, m in fam.items()}
     scorers = Scorers(judge=get_judge())
@@ -178,7 +179,6 @@ def results_table(
     scorers.clip, scorers.clip_name = scorers.rewards["md-image"], "md-image"
     scorers.feature_fn, scorers.feature_name = scorers.clip.image_features, "md-image image features"
     prompts = prompt_subset(num_prompts)
-    old = _mergeable(Path(out_dir), prompts, seeds) if merge else None
     t0 = time.time()
     results = evaluate(
         models,
